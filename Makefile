@@ -1,0 +1,48 @@
+# Two entry points: `make run` (executes every notebook headlessly: figures + MLflow runs)
+# and `make test` (lint, unit/property tests, notebooks under nbval). Both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Offline dataset mirror: used when present (CI and this machine), else official downloads.
+export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark paper
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -c "import mlw_lib.data as d; print(d.load_mnist().info.describe())"
+
+run: data
+	$(PY) -m mlw_lib run-all
+
+paper: data
+	$(PY) -m mlw_lib run-all --params paper
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mlw_lib tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check mlw_lib tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format mlw_lib tests benchmarks
+	$(VENV)/bin/ruff check --fix mlw_lib tests benchmarks
+
+# CI notebooks write their figures and MLflow runs under runs/ci/, never over figures/.
+test: lint data
+	$(PY) -m mlw_lib prepare-ci
+	TQDM_DISABLE=1 MLW_FIGURES_DIR=$(CURDIR)/runs/ci/figures MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow \
+		$(PY) -m pytest -q tests runs/ci --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+
+benchmark: data
+	$(PY) benchmarks/bench_mlp.py
+
+mlflow-ui: $(STAMP)
+	$(PY) -c "import mlw_lib.tracking as t; print(t.mlflow_ui_command())" | bash

@@ -1,0 +1,108 @@
+"""In-memory dataset container and its provenance record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+SOURCES = ("cache", "mirror", "download")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where a dataset came from and how much of it is loaded.
+
+    `source` is how the files reached the data root in *this* call ("cache", "mirror" or
+    "download"); `origin` is where they originally came from ("mirror:<abs path>",
+    "download:<url>", or "local:<data root>" for files found there without a record).
+    `files` maps each file's path relative to the data root to its verified md5.
+    """
+
+    name: str
+    source: str
+    origin: str
+    files: dict[str, str] = field(default_factory=dict)
+    n_train: int = 0
+    n_test: int = 0
+    full_train: int = 0
+    full_test: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+
+    @property
+    def is_subset(self) -> bool:
+        """True when fewer than all train or test examples are loaded."""
+        return self.n_train < self.full_train or self.n_test < self.full_test
+
+    def describe(self) -> str:
+        """One human-readable line, e.g. `MNIST (full: 60000 train / 10000 test) from mirror
+        /work/shared/datasets, md5-verified`."""
+        if self.is_subset:
+            size = (
+                f"subset: first {self.n_train}/{self.full_train} train"
+                f" / {self.n_test}/{self.full_test} test"
+            )
+        else:
+            size = f"full: {self.n_train} train / {self.n_test} test"
+        where = _origin_words(self.origin)
+        if self.source == "cache":
+            where = f"cache (originally {where})"
+        return f"{self.name} ({size}) from {where}, md5-verified"
+
+    def as_tags(self) -> dict[str, str]:
+        """Flat string dict for MLflow tags."""
+        return {
+            "data_name": self.name,
+            "data_source": self.source,
+            "data_origin": self.origin,
+            "data_subset": str(self.is_subset).lower(),
+            "n_train": str(self.n_train),
+            "n_test": str(self.n_test),
+        }
+
+
+def _origin_words(origin: str) -> str:
+    """'mirror:/x' -> 'mirror /x' (the first ':' only, so URLs stay intact)."""
+    kind, sep, rest = origin.partition(":")
+    return f"{kind} {rest}" if sep else origin
+
+
+@dataclass
+class InMemoryDataset:
+    """A whole dataset held as tensors on one device.
+
+    Shapes: `x_train` (N_train, ...) float32, `y_train` (N_train,) int64, `x_test`
+    (N_test, ...) float32, `y_test` (N_test,) int64.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    info: DatasetInfo
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: str | torch.device) -> InMemoryDataset:
+        """A new dataset with every tensor on `device` (tensors already there are shared)."""
+        device = torch.device(device)
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )

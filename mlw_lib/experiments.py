@@ -1,0 +1,136 @@
+"""Side-by-side comparisons: methods x seeds at equal work, tracked in MLflow.
+
+Each (method, seed) trains the same fine model from the same initialisation and batch order
+under one work budget, as a nested MLflow run of the notebook's parent run. Results come
+back as one tidy DataFrame (one row per method, seed and evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import mlflow
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import tracking
+from .multilevel import MultilevelConfig, WidthModel
+from .reproducibility import seed_everything
+from .training import TrainConfig, TrainResult, train
+
+
+def method_name(config: MultilevelConfig) -> str:
+    """'single-level' or e.g. 'V-cycle, 3 levels'."""
+    if config.levels == 1:
+        return "single-level"
+    return f"{config.cycle}-cycle, {config.levels} levels"
+
+
+@dataclass
+class Comparison:
+    """Tidy history of every run, and each method's hierarchy (widths per level)."""
+
+    history: pd.DataFrame
+    hierarchies: dict[str, pd.DataFrame]
+    results: dict[tuple[str, int], TrainResult]
+
+    def final(self) -> pd.DataFrame:
+        """Last evaluation of every (method, seed)."""
+        return self.history.groupby(["method", "seed"], sort=False).tail(1).reset_index(drop=True)
+
+    def at_equal_time(self, metric: str = "test_accuracy") -> pd.DataFrame:
+        """`metric` of every run at the same wall-clock: the shortest run's final time.
+
+        Each run contributes its last evaluation at or before that time (NaN if none).
+        """
+        budget = self.final()["wall_time"].min()
+        rows = []
+        for (method, seed), runs in self.history.groupby(["method", "seed"], sort=False):
+            before = runs[runs["wall_time"] <= budget + 1e-9]
+            value = before[metric].iloc[-1] if len(before) else float("nan")
+            rows.append({"method": method, "seed": seed, "wall_time": budget, metric: value})
+        return pd.DataFrame(rows)
+
+
+def compare(
+    make_model: Callable[[], WidthModel],
+    data,
+    train_config: TrainConfig,
+    methods: Mapping[str, MultilevelConfig],
+    seeds: Sequence[int],
+    log_checkpoints: bool = True,
+) -> Comparison:
+    """Train every method for every seed; log each run as a nested MLflow run when a parent
+    run is active. The model is built after `seed_everything(seed)`, so all methods of one
+    seed start from the same initial weights and see the same batch order."""
+    frames, hierarchies, results = [], {}, {}
+    runs = [(name, seed) for name in methods for seed in seeds]
+    tracked = mlflow.active_run() is not None
+    for name, seed in tqdm(runs, desc="runs", unit="run"):
+        config = replace(train_config, seed=seed)
+        multilevel = replace(methods[name], seed=seed)
+        params = {
+            **{f"train.{k}": v for k, v in asdict(config).items()},
+            **{f"multilevel.{k}": v for k, v in multilevel.to_dict().items()},
+            "method": name,
+            "seed": seed,
+        }
+        seed_everything(seed)
+        model = make_model()
+        if tracked:
+            with tracking.child_run(
+                f"{name} / seed {seed}",
+                params=params,
+                tags=getattr(data, "info", None) and data.info.as_tags(),
+            ):
+                result = train(model, data, config, multilevel, description=f"{name} s{seed}")
+                tracking.log_history(result.history)
+                if log_checkpoints:
+                    tracking.log_checkpoint(
+                        result.model.state_dict(), {"model": getattr(model, "config", {}), **params}
+                    )
+        else:
+            result = train(model, data, config, multilevel, description=f"{name} s{seed}")
+        frames.append(result.history.assign(method=name, seed=seed))
+        hierarchies.setdefault(name, result.hierarchy())
+        results[(name, seed)] = result
+    history = pd.concat(frames, ignore_index=True)
+    return Comparison(history, hierarchies, results)
+
+
+def verdict(
+    comparison: Comparison, metric: str = "test_accuracy", baseline: str = "single-level"
+) -> str:
+    """Plain sentences comparing every method with `baseline` at equal work and equal time.
+
+    A difference counts as "better"/"worse" only when the means differ by more than the
+    larger of the two seed standard deviations; otherwise it is "no clear difference".
+    """
+    lines = []
+    for label, table in (
+        ("equal work", comparison.final()),
+        ("equal wall-clock", comparison.at_equal_time(metric)),
+    ):
+        stats = table.groupby("method", sort=False)[metric].agg(["mean", "std", "count"])
+        if baseline not in stats.index:
+            return f"no {baseline!r} runs to compare with"
+        base = stats.loc[baseline]
+        for method, row in stats.drop(index=baseline).iterrows():
+            spread = max(
+                row["std"] if row["count"] > 1 else 0.0, base["std"] if base["count"] > 1 else 0.0
+            )
+            diff = row["mean"] - base["mean"]
+            word = (
+                "no clear difference"
+                if abs(diff) <= spread or diff == 0
+                else "better"
+                if diff > 0
+                else "worse"
+            )
+            lines.append(
+                f"At {label}, {method}: {metric} {row['mean']:.4f} vs {baseline} "
+                f"{base['mean']:.4f} ({diff:+.4f}; seed spread {spread:.4f}; "
+                f"n={int(row['count'])}) -> {word}."
+            )
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""Models that declare their unit groups."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,88 @@
+"""Multilevel configuration with validation (every knob of DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .matching import MATCHING_METHODS, SIMILARITIES
+from .transfer import CONVENTIONS
+
+CYCLES = {"V": 1, "W": 2, "F": 1}  # cycle type -> gamma (F = nested iteration, then V-cycles)
+TAU_MODES = ("none", "cycle", "minibatch")
+COARSE_BATCHES = ("reuse", "fresh")
+UNIT_WEIGHTS = ("norm", "uniform")
+STATE_TRANSFER = ("restrict", "reset")
+
+
+@dataclass
+class MultilevelConfig:
+    """How the hierarchy is built and cycled. `levels=1` is plain training."""
+
+    levels: int = 1  # number of levels L (1 = single-level training)
+    cycle: str = "V"  # "V", "W" (gamma = 2) or "F" (nested iteration, then V-cycles)
+    convention: str = "sum_avg"  # transfer convention: "sum_avg" or "avg_sum"
+    matching: str = "mutual_best"  # "mutual_best" (deterministic) or "greedy" (seeded HEM)
+    similarity: str = "cosine"  # "cosine" or "rbf"
+    ratio: float = 0.5  # target n_coarse / n_fine per transition, in (0, 1)
+    unit_weights: str = "norm"  # omega_i = ||feature_i|| ("norm") or 1 ("uniform")
+    rematch_every: int = 10  # re-match every M cycles; in between reuse A, recompute omega
+    batches_per_phase: int = 1  # k minibatches per smoothing phase
+    nu_pre: int = 1  # passes over the k minibatches before descending
+    nu_post: int = 1  # passes over k fresh minibatches after the correction
+    coarse_batches: str = "reuse"  # coarse steps reuse the tau batches, or draw "fresh" ones
+    tau: str = "cycle"  # "none", "cycle" (one tau per cycle) or "minibatch"
+    tau_scale: float = 1.0  # s; 0 behaves like "none"
+    tau_batches: int = 0  # "cycle" tau on the last n pre-smoothing batches (0 = all k)
+    correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
+    state_damping: float = 1.0  # beta for the optimizer-state correction
+    state_transfer: str = "restrict"  # "restrict" optimizer state, or "reset" it each cycle
+    fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
+    fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
+    seed: int = 0  # seed of greedy matching and F-cycle noise
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def gamma(self) -> int:
+        return CYCLES[self.cycle]
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field and the accepted values."""
+        _positive_int("levels", self.levels)
+        _choice("cycle", self.cycle, tuple(CYCLES))
+        _choice("convention", self.convention, CONVENTIONS)
+        _choice("matching", self.matching, MATCHING_METHODS)
+        _choice("similarity", self.similarity, SIMILARITIES)
+        _choice("unit_weights", self.unit_weights, UNIT_WEIGHTS)
+        _choice("coarse_batches", self.coarse_batches, COARSE_BATCHES)
+        _choice("tau", self.tau, TAU_MODES)
+        _choice("state_transfer", self.state_transfer, STATE_TRANSFER)
+        if isinstance(self.ratio, bool) or not 0.0 < float(self.ratio) < 1.0:
+            raise ValueError(f"ratio must lie in (0, 1) (n_coarse / n_fine), got {self.ratio!r}")
+        for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
+            _positive_int(name, getattr(self, name))
+        for name in ("nu_pre", "nu_post", "tau_batches"):
+            _non_negative_int(name, getattr(self, name))
+        for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(name: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

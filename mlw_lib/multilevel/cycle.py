@@ -1,0 +1,287 @@
+"""The FAS cycle in width: V, W and F (nested iteration), any number of levels.
+
+Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
+
+    cycle(l):
+        pre-smooth:   nu_pre passes over k minibatches              x_l  <- steps on F_l
+        if l == L-1:  return
+        operators:    match (every M-th visit) or re-weight          A, omega -> R, P
+        restrict:     x_c0 = R x_l,  m_c0 = R m_l                    (coarse start point)
+        tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on B_tau
+                      (the last `tau_batches` pre-smoothing minibatches; 0 = all k)
+        recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are the
+                      pre-smoothing ones, or fresh with coarse_batches="fresh")
+        correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
+        post-smooth:  nu_post passes over k fresh minibatches
+
+One level (L = 1, nu_pre = 1) is plain training, step for step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .config import MultilevelConfig
+from .groups import WidthModel
+from .hierarchy import Transition, build_model, check_depth, match_model, reweight
+from .objective import Level, LossFn, Tensors, no_tau, objective
+from .operators import GroupTransfer
+from .state import correct_state, load_named_state, named_state, restrict_state
+from .tau import make_tau
+from .transfer import prolong, restrict_params
+from .work import WorkMeter, matching_flops, transfer_flops
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
+Work = Callable[[WidthModel], float]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; `level` says where."""
+
+    def __init__(self, message: str, level: int) -> None:
+        super().__init__(message)
+        self.level = level
+
+
+class FASCycle:
+    """Runs cycles of the Full Approximation Scheme over a width hierarchy of `model`.
+
+    `make_optimizer(params, lr)` builds each level's optimizer; `lrs[l]` is level l's
+    learning rate; `next_batch()` draws a fresh minibatch; `work_of(model)` is the WU cost of
+    one forward+backward minibatch of `model`; `loss_fn(model, batch)` is the loss.
+    """
+
+    def __init__(
+        self,
+        model: WidthModel,
+        config: MultilevelConfig,
+        make_optimizer: OptimizerFactory,
+        lrs: Sequence[float],
+        loss_fn: LossFn,
+        next_batch: Callable[[], tuple],
+        meter: WorkMeter,
+        work_of: Work,
+    ) -> None:
+        if len(lrs) != config.levels:
+            raise ValueError(f"need one learning rate per level ({config.levels}), got {len(lrs)}")
+        check_depth(model.group_sizes(), config.levels, config.ratio)
+        self.config = config
+        self.make_optimizer = make_optimizer
+        self.loss_fn = loss_fn
+        self.next_batch = next_batch
+        self.meter = meter
+        self.work_of = work_of
+        self.lr_factor = 1.0  # schedule factor, set by the trainer from the fine-level work
+        self.levels = [
+            Level(0, model, make_optimizer(list(model.parameters()), lrs[0]), lrs[0], 1.0)
+        ]
+        self._lrs = list(lrs)
+        self.transitions: list[Transition | None] = [None] * (config.levels - 1)
+        self.visits = [0] * (config.levels - 1)
+        self.cycles_done = 0
+        self._start: dict[int, tuple[Tensors, dict]] = {}
+
+    # ----------------------------------------------------------------------------- cycles
+    def run_cycle(self) -> None:
+        """One cycle from the fine level (the first F-cycle starts with nested iteration)."""
+        if self.config.cycle == "F" and self.cycles_done == 0 and self.config.levels > 1:
+            self._nested_iteration()
+        self._cycle(0, inherited=None)
+        self.cycles_done += 1
+
+    def _cycle(self, l: int, inherited: Sequence[tuple] | None) -> None:
+        level = self.levels[l]
+        pre = self._batches(inherited)
+        self._smooth(level, pre, self.config.nu_pre)
+        if l == self.config.levels - 1:
+            return
+        self._descend(l, tau_batches=pre[-self.config.tau_batches :])
+        for _ in range(self.config.gamma):
+            self._cycle(l + 1, inherited=pre)
+        self._correct(l)
+        self._smooth(level, self._batches(inherited), self.config.nu_post)
+
+    def _batches(self, inherited: Sequence[tuple] | None) -> list[tuple]:
+        """k fresh minibatches, or the parent's tau batches when coarse steps reuse them."""
+        if inherited is not None and self.config.coarse_batches == "reuse":
+            return list(inherited)
+        return [self.next_batch() for _ in range(self.config.batches_per_phase)]
+
+    def _smooth(self, level: Level, batches: Sequence[tuple], passes: int) -> None:
+        """`passes` optimizer passes over `batches` on the level objective F_l."""
+        phase = "smooth" if level.index == 0 else "coarse"
+        lr = level.lr * self.lr_factor
+        for group in level.optimizer.param_groups:
+            group["lr"] = lr
+        with self.meter.phase(phase):
+            for _ in range(passes):
+                for batch in batches:
+                    level.optimizer.zero_grad(set_to_none=True)
+                    total, plain = objective(level, batch, self.loss_fn)
+                    total.backward()
+                    level.optimizer.step()
+                    level.record_loss(plain)
+                    self.meter.charge(level.work, phase)
+        if level.loss_sum is not None and not bool(torch.isfinite(level.loss_sum)):
+            raise NonFiniteLossError(f"non-finite loss on level {level.index}", level.index)
+
+    # -------------------------------------------------------------------- down and up
+    def _descend(self, l: int, tau_batches: Sequence[tuple] | None) -> None:
+        """Operators, x_c0 = R x, m_c0 = R m, and the coarse linear term v_{l+1}."""
+        fine = self.levels[l]
+        with self.meter.phase("matching"):
+            transition = self._transition(l)
+        with self.meter.phase("transfer"):
+            coarse = self._coarse_level(l, transition)
+            layout, transfers = fine.model.param_layout(), transition.transfers
+            x_c0 = restrict_params(_params(fine.model), layout, transfers, self.config.convention)
+            _assign(coarse.model, x_c0)
+            m_c0: dict = {}
+            if self.config.state_transfer == "restrict":
+                m_c0 = restrict_state(
+                    named_state(fine.optimizer, fine.model),
+                    layout,
+                    transfers,
+                    self.config.convention,
+                )
+            load_named_state(coarse.optimizer, coarse.model, _clone_state(m_c0))
+            self.meter.charge_flops(2 * transfer_flops(x_c0))
+            self._start[l + 1] = (x_c0, m_c0)
+        if tau_batches is None:
+            coarse.tau = no_tau
+            return
+        with self.meter.phase("tau"):
+            coarse.tau = make_tau(
+                self.config.tau,
+                fine,
+                coarse,
+                tau_batches,
+                transfers,
+                self.config.convention,
+                self.config.tau_scale,
+                self.loss_fn,
+                self.meter,
+            )
+
+    def _correct(self, l: int) -> None:
+        """x_l += alpha P(x_c - x_c0); optimizer state likewise with beta."""
+        fine, coarse = self.levels[l], self.levels[l + 1]
+        x_c0, m_c0 = self._start.pop(l + 1)
+        layout, transfers = fine.model.param_layout(), self.transitions[l].transfers
+        with self.meter.phase("transfer"), torch.no_grad():
+            delta = {name: p - x_c0[name] for name, p in coarse.model.named_parameters()}
+            fine_delta = prolong(delta, layout, transfers, self.config.convention)
+            for name, p in fine.model.named_parameters():
+                p.add_(fine_delta[name], alpha=self.config.correction_damping)
+            if self.config.state_transfer == "restrict":
+                correct_state(
+                    named_state(fine.optimizer, fine.model),
+                    named_state(coarse.optimizer, coarse.model),
+                    m_c0,
+                    layout,
+                    transfers,
+                    self.config.convention,
+                    self.config.state_damping,
+                )
+            self.meter.charge_flops(2 * transfer_flops(fine_delta))
+
+    # ------------------------------------------------------------- hierarchy upkeep
+    def _transition(self, l: int) -> Transition:
+        """Match every `rematch_every`-th visit of this transition; otherwise re-weight."""
+        fine = self.levels[l].model
+        previous = self.transitions[l]
+        if previous is None or self.visits[l] % self.config.rematch_every == 0:
+            seed = self.config.seed + 7919 * self.visits[l] + 104729 * l
+            transition = match_model(fine, self.config, l, seed)
+            for group, n in fine.group_sizes().items():
+                self.meter.charge_flops(matching_flops(n, fine.unit_features(group).shape[1]))
+            if previous is not None and transition.coarse_sizes() != previous.coarse_sizes():
+                for deeper in range(l + 1, len(self.transitions)):
+                    self.transitions[deeper] = None  # coarse shapes changed below
+        else:
+            transition = reweight(previous, fine, self.config)
+        self.transitions[l] = transition
+        self.visits[l] += 1
+        return transition
+
+    def _coarse_level(self, l: int, transition: Transition) -> Level:
+        """Level l + 1, (re)built when the coarse sizes changed."""
+        sizes = transition.coarse_sizes()
+        if len(self.levels) > l + 1 and self.levels[l + 1].model.group_sizes() == sizes:
+            return self.levels[l + 1]
+        model = build_model(self.levels[l].model, sizes)
+        lr = self._lrs[l + 1]
+        level = Level(
+            l + 1, model, self.make_optimizer(list(model.parameters()), lr), lr, self.work_of(model)
+        )
+        if len(self.levels) > l + 1:
+            self.levels[l + 1] = level
+        else:
+            self.levels.append(level)
+        return level
+
+    def _nested_iteration(self) -> None:
+        """F-cycle start: restrict the initial net down, then from the coarsest level upward
+        run `fmg_cycles` cycles and prolong the solution (plus symmetry-breaking noise)."""
+        for l in range(self.config.levels - 1):
+            self._descend(l, tau_batches=None)
+            self._start.pop(l + 1)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        for root in range(self.config.levels - 1, 0, -1):
+            self.levels[root].tau = no_tau
+            for _ in range(self.config.fmg_cycles):
+                self._cycle(root, inherited=None)
+            self._prolong_solution(root, generator)
+
+    def _prolong_solution(self, coarse_index: int, generator: torch.Generator) -> None:
+        """x_f = P x_c + noise, fine optimizer state reset."""
+        fine, coarse = self.levels[coarse_index - 1], self.levels[coarse_index]
+        transfers = self.transitions[coarse_index - 1].transfers
+        with self.meter.phase("transfer"), torch.no_grad():
+            x_f = prolong(
+                _params(coarse.model), fine.model.param_layout(), transfers, self.config.convention
+            )
+            for name, p in fine.model.named_parameters():
+                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                p.copy_(x_f[name] + self.config.fmg_noise * x_f[name].std().nan_to_num(0) * noise)
+            fine.optimizer.state.clear()
+
+    # -------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return {
+            "transitions": [None if t is None else t.state_dict() for t in self.transitions],
+            "visits": list(self.visits),
+            "cycles_done": self.cycles_done,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore operators and counters (coarse models are rebuilt from the sizes)."""
+        self.visits = list(state["visits"])
+        self.cycles_done = int(state["cycles_done"])
+        device = next(self.levels[0].model.parameters()).device
+        for l, saved in enumerate(state["transitions"]):
+            if saved is None:
+                self.transitions[l] = None
+                continue
+            transfers = {g: GroupTransfer.from_state_dict(s).to(device) for g, s in saved.items()}
+            self.transitions[l] = Transition(transfers, matchings={})
+            self._coarse_level(l, self.transitions[l])
+
+
+def _params(model: torch.nn.Module) -> Tensors:
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _assign(model: torch.nn.Module, values: Tensors) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(values[name])
+
+
+def _clone_state(state: dict) -> dict:
+    return {
+        name: {k: v.clone() if torch.is_tensor(v) else v for k, v in entries.items()}
+        for name, entries in state.items()
+    }

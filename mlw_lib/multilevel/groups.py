@@ -1,0 +1,104 @@
+"""Unit groups and axis roles: how a model tells the multilevel core what can be coarsened.
+
+A *unit group* is a set of interchangeable units (the neurons of one hidden layer, the channels
+of one conv stage, the heads of one attention block). Each parameter tensor declares, per axis,
+which group indexes it and in which role. Everything multilevel is written against these
+declarations, never against a concrete model (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class Role(enum.Enum):
+    """How a parameter axis relates to the units of its group."""
+
+    OUT = "out"  # the units' own rows: weight rows, biases (written by the unit)
+    IN = "in"  # the units' outputs consumed by a later layer: weight columns
+    NORM = "norm"  # per-unit normalisation parameters (BN/LN gamma, beta): always averaged
+
+
+@dataclass(frozen=True)
+class AxisBinding:
+    """Axis `axis` of a parameter is indexed by `group` in `role`.
+
+    `unit_size` consecutive entries belong to one unit (1 for neurons; head_dim for the rows of
+    one attention head; pixels-per-channel for a linear layer after flatten). `in_matching`
+    says whether the entries take part in the unit's feature vector for matching (only
+    meaningful for Role.OUT; e.g. a conv bias followed by BatchNorm does not).
+    """
+
+    group: str
+    axis: int
+    role: Role
+    unit_size: int = 1
+    in_matching: bool = True
+
+
+Layout = dict[str, tuple[AxisBinding, ...]]
+"""Parameter name (as in `named_parameters`) -> its axis bindings; absent name = no group."""
+
+
+class WidthModel(nn.Module, abc.ABC):
+    """A model that declares its unit groups and can build itself at other group sizes."""
+
+    @abc.abstractmethod
+    def group_sizes(self) -> dict[str, int]:
+        """Number of units in each group, e.g. {"hidden0": 512, "hidden1": 256}."""
+
+    @abc.abstractmethod
+    def param_layout(self) -> Layout:
+        """Axis bindings of every parameter that a group indexes."""
+
+    @abc.abstractmethod
+    def resized(self, sizes: dict[str, int]) -> WidthModel:
+        """A freshly built model of the same architecture with the given group sizes."""
+
+    def unit_features(self, group: str) -> torch.Tensor:
+        """Feature vector of every unit of `group` for matching: (n_units, n_features).
+
+        Default: the concatenated entries of all OUT-role axes of the group marked
+        `in_matching` (incoming weights, plus bias where it counts). Override for
+        functional similarities (e.g. attention heads).
+        """
+        params = dict(self.named_parameters())
+        parts = []
+        for name, bindings in self.param_layout().items():
+            for b in bindings:
+                if b.group == group and b.role is Role.OUT and b.in_matching:
+                    parts.append(units_first(params[name].detach(), b))
+        if not parts:
+            raise ValueError(f"group {group!r} has no OUT-role parameters to match on")
+        return torch.cat(parts, dim=1)
+
+
+def units_first(tensor: torch.Tensor, binding: AxisBinding) -> torch.Tensor:
+    """View `tensor` as (n_units, everything else) along `binding.axis`."""
+    moved = tensor.movedim(binding.axis, 0)
+    return moved.reshape(moved.shape[0] // binding.unit_size, -1)
+
+
+def check_layout(model: WidthModel) -> None:
+    """Raise ValueError if the declared layout disagrees with the parameter shapes."""
+    sizes = model.group_sizes()
+    params = dict(model.named_parameters())
+    for name, bindings in model.param_layout().items():
+        if name not in params:
+            raise ValueError(f"layout names parameter {name!r}, which the model does not have")
+        shape = params[name].shape
+        for b in bindings:
+            if b.group not in sizes:
+                raise ValueError(f"{name}: unknown group {b.group!r} (groups: {sorted(sizes)})")
+            expected = sizes[b.group] * b.unit_size
+            if b.axis >= len(shape) or shape[b.axis] != expected:
+                raise ValueError(
+                    f"{name}: axis {b.axis} should have {sizes[b.group]} units x "
+                    f"{b.unit_size} = {expected} entries for group {b.group!r}, shape is "
+                    f"{tuple(shape)}"
+                )

@@ -1,0 +1,95 @@
+"""Building the width hierarchy: match every group, build operators and coarse models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import MultilevelConfig
+from .groups import WidthModel
+from .matching import Matching, match_units, max_pairs_for
+from .operators import GroupTransfer
+
+
+class CoarseningError(ValueError):
+    """A group cannot be coarsened as requested (too narrow, or no similar units)."""
+
+
+@dataclass
+class Transition:
+    """Operators between level l (fine) and l + 1 (coarse), one per unit group."""
+
+    transfers: dict[str, GroupTransfer]
+    matchings: dict[str, Matching]
+
+    def coarse_sizes(self) -> dict[str, int]:
+        return {group: t.n_coarse for group, t in self.transfers.items()}
+
+    def state_dict(self) -> dict:
+        return {group: t.state_dict() for group, t in self.transfers.items()}
+
+
+def unit_weights(features: torch.Tensor, kind: str) -> torch.Tensor:
+    """omega: (n, f) -> (n,), feature norms (floored) or ones."""
+    if kind == "uniform":
+        return torch.ones(features.shape[0], dtype=torch.float64, device=features.device)
+    norms = features.detach().to(torch.float64).norm(dim=1)
+    return norms.clamp_min(1e-8 * float(norms.max().clamp_min(1e-30)))
+
+
+def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: int) -> Transition:
+    """Match every group of `model` (level `level`) and build its transfer operators."""
+    transfers, matchings = {}, {}
+    for group, width in model.group_sizes().items():
+        features = model.unit_features(group)
+        matching = match_units(features, config.ratio, config.matching, config.similarity, seed)
+        if matching.n_coarse == width:
+            reason = (
+                "it has a single unit" if width < 2 else "no two units have positive similarity"
+            )
+            raise CoarseningError(
+                f"cannot coarsen group {group!r} (width {width}) below level {level}: {reason}. "
+                f"Use fewer levels (levels={level + 1}) or wider layers."
+            )
+        matchings[group] = matching
+        transfers[group] = GroupTransfer(
+            matching.assign, unit_weights(features, config.unit_weights), matching.n_coarse
+        )
+    return Transition(transfers, matchings)
+
+
+def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig) -> Transition:
+    """Same assignment, unit weights recomputed from the current parameters."""
+    transfers = {
+        group: GroupTransfer(
+            t.assign, unit_weights(model.unit_features(group), config.unit_weights), t.n_coarse
+        )
+        for group, t in transition.transfers.items()
+    }
+    return Transition(transfers, transition.matchings)
+
+
+def build_model(template: WidthModel, sizes: dict[str, int]) -> WidthModel:
+    """`template.resized(sizes)` on the template's device and dtype, without touching the
+    global RNG (coarse parameters are overwritten by restriction anyway)."""
+    param = next(template.parameters())
+    with torch.random.fork_rng(devices=[param.device] if param.is_cuda else []):
+        model = template.resized(sizes)
+    return model.to(device=param.device, dtype=param.dtype).train(template.training)
+
+
+def check_depth(sizes: dict[str, int], levels: int, ratio: float) -> None:
+    """Fail early when `levels` asks for more coarsening than the widths allow (best case:
+    every requested pair is found)."""
+    for group, width in sizes.items():
+        n = width
+        for level in range(1, levels):
+            coarser = n - max_pairs_for(n, ratio)
+            if coarser == n:
+                raise CoarseningError(
+                    f"{levels} levels ask for {levels - 1} coarsenings of group {group!r} "
+                    f"(width {width}), but at level {level - 1} its width {n} cannot shrink "
+                    f"with ratio {ratio}. Use at most {level} levels or widen the layer."
+                )
+            n = coarser

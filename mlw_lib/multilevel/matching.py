@@ -1,0 +1,141 @@
+"""Heavy-edge matching of units on a similarity graph (DESIGN.md §4.2).
+
+Units are paired (never more than two per coarse unit); pairs with similarity <= 0 are never
+formed; a target ratio n_coarse / n_fine in (0, 1) caps the number of pairs at
+floor(n_fine * (1 - ratio)) (at most n_fine // 2). Unpaired units stay singletons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MATCHING_METHODS = ("mutual_best", "greedy")
+SIMILARITIES = ("cosine", "rbf")
+
+
+@dataclass
+class Matching:
+    """Result of matching one group. `assign`: (n_fine,) coarse index of every fine unit."""
+
+    assign: torch.Tensor
+    n_coarse: int
+    pairs: torch.Tensor  # (n_pairs, 2) fine indices
+
+    @property
+    def n_fine(self) -> int:
+        return int(self.assign.numel())
+
+    @property
+    def ratio(self) -> float:
+        """Achieved coarsening ratio n_coarse / n_fine."""
+        return self.n_coarse / self.n_fine
+
+
+def similarity_matrix(features: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """Pairwise unit similarity, (n, f) -> (n, n), diagonal set to -inf."""
+    feats = features.detach().to(torch.float64)
+    if kind == "cosine":
+        unit = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sim = unit @ unit.T
+    elif kind == "rbf":
+        dist2 = torch.cdist(feats, feats).pow(2)
+        off_diag = dist2[~torch.eye(len(feats), dtype=torch.bool, device=feats.device)]
+        scale = off_diag.median().clamp_min(1e-12) if off_diag.numel() else torch.tensor(1.0)
+        sim = torch.exp(-dist2 / scale)
+    else:
+        raise ValueError(f"unknown similarity {kind!r}; choose one of {SIMILARITIES}")
+    sim.fill_diagonal_(float("-inf"))
+    return sim
+
+
+def max_pairs_for(n_fine: int, ratio: float) -> int:
+    """Pairs needed to reach `ratio` = n_coarse / n_fine, capped at n_fine // 2."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"coarsening ratio must lie in (0, 1), got {ratio}")
+    return min(n_fine // 2, int(np.floor(n_fine * (1.0 - ratio) + 1e-9)))
+
+
+def mutual_best_pairs(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
+    """Deterministic: pair i, j when each is the other's best free neighbour; repeat."""
+    s = sim.clone()
+    n = s.shape[0]
+    free = torch.ones(n, dtype=torch.bool, device=s.device)
+    pairs: list[tuple[int, int]] = []
+    while len(pairs) < max_pairs and int(free.sum()) >= 2:
+        masked = s.masked_fill(~free.unsqueeze(0), float("-inf"))
+        masked = masked.masked_fill(~free.unsqueeze(1), float("-inf"))
+        best_sim, best = masked.max(dim=1)
+        idx = torch.arange(n, device=s.device)
+        mutual = free & (best[best] == idx) & (idx < best) & (best_sim > 0)
+        found = idx[mutual]
+        if found.numel() == 0:
+            break
+        order = torch.argsort(best_sim[found], descending=True, stable=True)
+        for i in found[order].tolist()[: max_pairs - len(pairs)]:
+            j = int(best[i])
+            pairs.append((i, j))
+            free[i] = free[j] = False
+    return pairs
+
+
+def greedy_pairs(sim: torch.Tensor, max_pairs: int, seed: int) -> list[tuple[int, int]]:
+    """Classic HEM: visit units in a seeded random order, pair with the heaviest free neighbour."""
+    s = sim.cpu().numpy().copy()
+    n = s.shape[0]
+    order = np.random.default_rng(seed).permutation(n)
+    free = np.ones(n, dtype=bool)
+    pairs: list[tuple[int, int]] = []
+    for i in order:
+        if len(pairs) >= max_pairs:
+            break
+        if not free[i]:
+            continue
+        row = np.where(free, s[i], -np.inf)
+        row[i] = -np.inf
+        j = int(np.argmax(row))
+        if row[j] > 0:
+            pairs.append((int(i), j))
+            free[i] = free[j] = False
+    return pairs
+
+
+def assignment_from_pairs(n_fine: int, pairs: list[tuple[int, int]]) -> tuple[torch.Tensor, int]:
+    """Coarse index of every fine unit, numbered in order of each coarse unit's first member."""
+    partner = np.full(n_fine, -1)
+    for i, j in pairs:
+        partner[i], partner[j] = j, i
+    assign = np.full(n_fine, -1)
+    n_coarse = 0
+    for i in range(n_fine):
+        if assign[i] < 0:
+            assign[i] = n_coarse
+            if partner[i] >= 0:
+                assign[partner[i]] = n_coarse
+            n_coarse += 1
+    return torch.as_tensor(assign, dtype=torch.int64), n_coarse
+
+
+def match_units(
+    features: torch.Tensor,
+    ratio: float = 0.5,
+    method: str = "mutual_best",
+    similarity: str = "cosine",
+    seed: int = 0,
+) -> Matching:
+    """Match the units whose feature vectors are the rows of `features` (n, f)."""
+    if method not in MATCHING_METHODS:
+        raise ValueError(f"unknown matching method {method!r}; choose one of {MATCHING_METHODS}")
+    n = features.shape[0]
+    max_pairs = max_pairs_for(n, ratio)
+    sim = similarity_matrix(features, similarity)
+    pairs = (
+        mutual_best_pairs(sim, max_pairs)
+        if method == "mutual_best"
+        else greedy_pairs(sim, max_pairs, seed)
+    )
+    assign, n_coarse = assignment_from_pairs(n, pairs)
+    pair_tensor = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
+    return Matching(assign.to(features.device), n_coarse, pair_tensor)

@@ -1,0 +1,114 @@
+"""Restriction and prolongation of whole parameter sets, written once over axis bindings.
+
+For a weight W with output group g_out and input group g_in (DESIGN.md §4.1):
+
+    restrict   W_c  = Rout(g_out) . W   . Rin(g_in)
+    prolong    dW_f = Pout(g_out) . dW_c . Pin(g_in)
+    gradient   G_c  = Pout^T . G_f . Pin^T          (adjoint of prolongation)
+
+Each axis binding resolves, under a convention, to one *kind*:
+
+    kind       restrict   prolong    adjoint of prolong
+    "sum"      A (sum)    Q^T split  Q (average)
+    "average"  Q          A^T copy   A (sum)
+
+    convention   Role.OUT    Role.IN     Role.NORM
+    sum_avg      sum         average     average
+    avg_sum      average     sum         average
+
+Axes without a binding use the identity; parameters without bindings pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from .groups import AxisBinding, Layout, Role
+from .operators import GroupTransfer
+
+CONVENTIONS = ("sum_avg", "avg_sum")
+
+_KIND = {
+    "sum_avg": {Role.OUT: "sum", Role.IN: "average", Role.NORM: "average"},
+    "avg_sum": {Role.OUT: "average", Role.IN: "sum", Role.NORM: "average"},
+}
+_ACTION = {
+    "restrict": {"sum": GroupTransfer.sum, "average": GroupTransfer.average},
+    "prolong": {"sum": GroupTransfer.split, "average": GroupTransfer.copy},
+    "gradient": {"sum": GroupTransfer.average, "average": GroupTransfer.sum},
+}
+
+Transfers = Mapping[str, GroupTransfer]
+Tensors = dict[str, torch.Tensor]
+
+
+def check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {CONVENTIONS}")
+
+
+def _along_axis(
+    tensor: torch.Tensor, binding: AxisBinding, action: Callable, transfer: GroupTransfer
+) -> torch.Tensor:
+    """Apply a unit-axis action to `tensor` along `binding.axis` (units of `unit_size` rows)."""
+    moved = tensor.movedim(binding.axis, 0)
+    rest = moved.shape[1:]
+    units = moved.reshape(moved.shape[0] // binding.unit_size, -1)
+    result = action(transfer, units)
+    return result.reshape(result.shape[0] * binding.unit_size, *rest).movedim(0, binding.axis)
+
+
+def transform_tensor(
+    tensor: torch.Tensor,
+    bindings: tuple[AxisBinding, ...],
+    transfers: Transfers,
+    convention: str,
+    which: str,
+) -> torch.Tensor:
+    """Apply `which` in {"restrict", "prolong", "gradient"} along every bound axis."""
+    out = tensor
+    for binding in bindings:
+        transfer = transfers.get(binding.group)
+        if transfer is None:  # group not coarsened at this transition: identity
+            continue
+        kind = _KIND[convention][binding.role]
+        out = _along_axis(out, binding, _ACTION[which][kind], transfer)
+    return out
+
+
+def transform(
+    tensors: Mapping[str, torch.Tensor],
+    layout: Layout,
+    transfers: Transfers,
+    convention: str,
+    which: str,
+) -> Tensors:
+    """Apply `which` to every tensor of a name -> tensor mapping (unbound names: identity)."""
+    check_convention(convention)
+    return {
+        name: transform_tensor(t, layout.get(name, ()), transfers, convention, which)
+        for name, t in tensors.items()
+    }
+
+
+def restrict_params(
+    params: Mapping[str, torch.Tensor], layout: Layout, transfers: Transfers, convention: str
+) -> Tensors:
+    """x_c = R x_f for every parameter (fine shapes -> coarse shapes)."""
+    return transform(params, layout, transfers, convention, "restrict")
+
+
+def prolong(
+    tensors: Mapping[str, torch.Tensor], layout: Layout, transfers: Transfers, convention: str
+) -> Tensors:
+    """P y for every tensor (coarse shapes -> fine shapes); used on corrections x_c - x_c0."""
+    return transform(tensors, layout, transfers, convention, "prolong")
+
+
+def restrict_gradients(
+    grads: Mapping[str, torch.Tensor], layout: Layout, transfers: Transfers, convention: str
+) -> Tensors:
+    """P^T g for every gradient (fine shapes -> coarse shapes)."""
+    return transform(grads, layout, transfers, convention, "gradient")

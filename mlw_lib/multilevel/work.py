@@ -1,0 +1,101 @@
+"""Cost accounting (DESIGN.md §4.7): FLOPs per level, work units, wall-clock per phase.
+
+One work unit (WU) = the FLOPs of one fine-level forward + backward pass on one minibatch.
+A step on level l costs flops(l) / flops(0) WU; tau gradients, transfers and matching are
+charged by their own FLOP estimates. Wall-clock is split by phase; nested phases charge the
+innermost one only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+PHASES = ("smooth", "coarse", "tau", "transfer", "matching")
+
+
+def forward_backward_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
+    """FLOPs of one forward + backward pass of `loss_fn(model, batch)` (counted by torch)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with FlopCounterMode(display=False) as counter:
+            loss = loss_fn(model, batch)
+            torch.autograd.grad(loss, params)
+    return int(counter.get_total_flops())
+
+
+class WorkMeter:
+    """Accumulates work units and per-phase wall-clock seconds.
+
+    `flops_per_wu` is the fine-level forward+backward FLOPs of one minibatch.
+    """
+
+    def __init__(self, flops_per_wu: float, device: torch.device | str = "cpu") -> None:
+        self.flops_per_wu = float(flops_per_wu)
+        self.work_units = 0.0
+        self.work_by_phase: dict[str, float] = defaultdict(float)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._sync = torch.device(device).type == "cuda"
+        self._stack: list[str] = []
+        self._mark = 0.0
+
+    def charge(self, work_units: float, phase: str | None = None) -> None:
+        """Add `work_units` WU to the total (and to `phase`, default: the current phase)."""
+        self.work_units += work_units
+        self.work_by_phase[phase or (self._stack[-1] if self._stack else "other")] += work_units
+
+    def charge_flops(self, flops: float, phase: str | None = None) -> None:
+        self.charge(flops / self.flops_per_wu, phase)
+
+    def _now(self) -> float:
+        if self._sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as `name` (pausing the enclosing phase)."""
+        now = self._now()
+        if self._stack:
+            self.seconds[self._stack[-1]] += now - self._mark
+        self._stack.append(name)
+        self._mark = now
+        try:
+            yield
+        finally:
+            now = self._now()
+            self.seconds[self._stack.pop()] += now - self._mark
+            self._mark = now
+
+    @property
+    def wall_time(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def state_dict(self) -> dict:
+        return {
+            "work_units": self.work_units,
+            "work_by_phase": dict(self.work_by_phase),
+            "seconds": dict(self.seconds),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.work_units = state["work_units"]
+        self.work_by_phase = defaultdict(float, state["work_by_phase"])
+        self.seconds = defaultdict(float, state["seconds"])
+
+
+def transfer_flops(tensors: dict[str, torch.Tensor]) -> float:
+    """Rough FLOPs of one gather/index_add pass over `tensors` (2 per element)."""
+    return 2.0 * sum(t.numel() for t in tensors.values())
+
+
+def matching_flops(n_units: int, n_features: int) -> float:
+    """Cosine similarity matrix plus the best-neighbour searches of one group."""
+    return 2.0 * n_units * n_units * n_features + 4.0 * n_units * n_units

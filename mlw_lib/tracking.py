@@ -1,0 +1,274 @@
+"""MLflow tracking: one SQLite store under the repository, one experiment per notebook.
+
+Layout (absolute paths, independent of the working directory):
+`<repo>/runs/mlflow/mlflow.db` and `<repo>/runs/mlflow/artifacts/<experiment>/`.
+`$MLW_MLFLOW_DIR` moves both (tests point it at a temporary folder); `$MLFLOW_TRACKING_URI`
+overrides the database URI only. Every entry point sets the tracking URI, so each works in a
+fresh process. Browse with the command from `mlflow_ui_command()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from mlw_lib.paths import repo_root
+from mlw_lib.reproducibility import environment_info, git_info
+
+MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
+MAX_TAG_VALUE_LENGTH = 8000
+_TRUNCATION_MARK = "...[truncated]"
+
+
+def mlflow_dir() -> Path:
+    """Folder of the MLflow database and artifacts: `$MLW_MLFLOW_DIR` or `<repo>/runs/mlflow`."""
+    default = repo_root() / "runs" / "mlflow"
+    path = Path(os.environ.get("MLW_MLFLOW_DIR", default)).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_uri() -> str:
+    """`$MLFLOW_TRACKING_URI` if set, else `sqlite:///<mlflow_dir>/mlflow.db` (absolute)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(mlflow_dir() / 'mlflow.db').as_posix()}"
+
+
+def artifact_root() -> Path:
+    """Absolute folder under which each experiment keeps its artifacts (created on demand)."""
+    path = mlflow_dir() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _use_store() -> None:
+    mlflow.set_tracking_uri(tracking_uri())
+
+
+def experiment_name(notebook_key: str) -> str:
+    """Experiment of a notebook: `01_mlp_mnist` -> `01-mlp-mnist`."""
+    return notebook_key.replace("_", "-")
+
+
+def get_or_create_experiment(name: str) -> str:
+    """Id of experiment `name`, created (artifacts under `artifact_root()/<name>`) if absent.
+
+    A deleted experiment of that name is restored rather than shadowed.
+    """
+    _use_store()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        folder = artifact_root() / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        try:
+            return client.create_experiment(name, artifact_location=folder.as_uri())
+        except MlflowException:
+            # Another process created it in between: use theirs.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
+
+
+def _stringify(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _params_for_mlflow(params: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): _truncate(_stringify(v), MAX_PARAM_VALUE_LENGTH) for k, v in params.items()}
+
+
+def _tags_for_mlflow(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): _truncate(_stringify(v), MAX_TAG_VALUE_LENGTH) for k, v in tags.items()}
+
+
+def _require_active_run() -> mlflow.ActiveRun:
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: call this inside `with notebook_run(...)`")
+    return run
+
+
+@contextmanager
+def notebook_run(
+    notebook_key: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    log_environment: bool = True,
+) -> Iterator[mlflow.ActiveRun]:
+    """Parent run of a notebook in experiment `experiment_name(notebook_key)`.
+
+    Logs `params` (values stringified, truncated to MLflow's 6000 characters), sets the tags
+    git_commit, git_dirty, notebook (`notebooks/<key>.ipynb`) and the caller's `tags` (which
+    win), and with `log_environment` logs `environment.json` (see `environment_info`).
+    The run ends FAILED if the body raises.
+    """
+    experiment_id = get_or_create_experiment(experiment_name(notebook_key))
+    all_tags = {**git_info(), "notebook": f"notebooks/{notebook_key}.ipynb", **(tags or {})}
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=_tags_for_mlflow(all_tags)
+    ) as run:
+        if params:
+            mlflow.log_params(_params_for_mlflow(params))
+        if log_environment:
+            mlflow.log_dict(environment_info(), "environment.json")
+        yield run
+
+
+@contextmanager
+def child_run(
+    run_name: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Nested run (e.g. one seed or level) under the active run, in the same experiment.
+
+    Inherits the parent's git_commit, git_dirty and notebook tags; logs `params` like
+    `notebook_run`.
+    """
+    parent = _require_active_run()
+    _use_store()
+    parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
+    inherited = {
+        k: v for k, v in parent_tags.items() if k in ("git_commit", "git_dirty", "notebook")
+    }
+    with mlflow.start_run(
+        experiment_id=parent.info.experiment_id,
+        run_name=run_name,
+        nested=True,
+        tags=_tags_for_mlflow({**inherited, **(tags or {})}),
+    ) as run:
+        if params:
+            mlflow.log_params(_params_for_mlflow(params))
+        yield run
+
+
+def log_history(history: pd.DataFrame, step_column: str = "epoch") -> None:
+    """Log each numeric column except `step_column` as a metric, one step per row.
+
+    `history` is one run's tidy history (one row per evaluation). MLflow steps are integers:
+    when `step_column` holds whole numbers (within 1e-6) they are the steps; otherwise (e.g.
+    fractional work-epochs) the row position is the step and `step_column` is logged as a
+    metric too. NaN values are skipped. Logged to the active run in one batch.
+    """
+    run = _require_active_run()
+    if step_column not in history.columns:
+        raise KeyError(f"step column {step_column!r} not in {list(history.columns)}")
+    values = pd.to_numeric(history[step_column], errors="coerce").to_numpy(dtype=float)
+    rounded = np.round(values)
+    whole = bool(np.all(np.isfinite(values)) and np.all(np.abs(values - rounded) <= 1e-6))
+    steps = rounded.astype(int) if whole else np.arange(len(history))
+    numeric = history.select_dtypes(include="number")
+    if whole:
+        numeric = numeric.drop(columns=[step_column], errors="ignore")
+    timestamp = int(time.time() * 1000)
+    metrics = [
+        Metric(key=str(column), value=float(value), timestamp=timestamp, step=int(step))
+        for column in numeric.columns
+        for step, value in zip(steps, numeric[column], strict=True)
+        if pd.notna(value)
+    ]
+    if metrics:
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics)
+
+
+def log_checkpoint(
+    state: Mapping[str, Any],
+    config: Mapping[str, Any],
+    name: str = "checkpoint",
+    artifact_path: str = "checkpoints",
+) -> list[str]:
+    """Log `state` (torch.save, e.g. a state_dict) as `<name>.pt` and `config` as
+    `<name>_config.json` under `artifact_path` of the active run; return the artifact paths.
+    """
+    _require_active_run()
+    with tempfile.TemporaryDirectory(prefix="mlw-checkpoint-") as tmp:
+        folder = Path(tmp)
+        torch.save(state, folder / f"{name}.pt")
+        (folder / f"{name}_config.json").write_text(
+            json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+        )
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+    return [f"{artifact_path}/{name}.pt", f"{artifact_path}/{name}_config.json"]
+
+
+def load_checkpoint(
+    run_id: str, name: str = "checkpoint", artifact_path: str = "checkpoints"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, config) logged by `log_checkpoint` in run `run_id`; tensors load on CPU."""
+    _use_store()
+    with tempfile.TemporaryDirectory(prefix="mlw-checkpoint-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=tmp
+            )
+        )
+        state = torch.load(local / f"{name}.pt", map_location="cpu", weights_only=True)
+        config = json.loads((local / f"{name}_config.json").read_text())
+    return state, config
+
+
+def log_figure_files(paths: list[Path], artifact_path: str = "figures") -> None:
+    """Log existing figure files as artifacts of the active run under `artifact_path`."""
+    _require_active_run()
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def mlflow_ui_command(port: int = 5000) -> str:
+    """Shell command that serves the MLflow UI for this store on 127.0.0.1.
+
+    `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` and one worker keep the server's memory low.
+    """
+    executable = Path(sys.executable).parent / "mlflow"
+    program = str(executable) if executable.exists() else "mlflow"
+    return (
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "
+        f"{shlex.quote(program)} ui --backend-store-uri {shlex.quote(tracking_uri())} "
+        f"--host 127.0.0.1 --port {port} --workers 1"
+    )
+
+
+@contextmanager
+def resume_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """Re-open a finished run (e.g. a notebook's parent run) to log figures from a later cell."""
+    _use_store()
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Log `text` as the artifact `artifact_file` (e.g. "results.txt") of the active run."""
+    _require_active_run()
+    mlflow.log_text(text, artifact_file)

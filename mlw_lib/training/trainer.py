@@ -1,0 +1,271 @@
+"""ONE training loop for single-level and multilevel training (single-level = one level).
+
+The budget is counted in fine-level work: `epochs` = E means E x (batches per epoch) work
+units, so single-level and multilevel runs with the same `epochs` do equal work. Metrics are
+recorded every `eval_every` such work-epochs and at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
+from ..multilevel.cycle import NonFiniteLossError
+from ..multilevel.work import PHASES
+from .batches import BatchStream
+from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every level (learning rates may differ per level)."""
+
+    epochs: float = 1.0  # budget: this many fine-level epochs of work (WU = epochs x batches/epoch)
+    batch_size: int = 128  # minibatch size on every level
+    optimizer: str = "sgd"  # "sgd" (momentum), "adam" or "adamw" (multilevel: experimental)
+    lr: float | list[float] = 0.05  # learning rate, or one per level (a scalar broadcasts)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
+    schedule: str = "constant"  # "constant" or "cosine", indexed by fine-level work
+    seed: int = 0  # seed of the minibatch order
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    eval_every: float = 1.0  # evaluate every this many work-epochs
+    eval_batch_size: int = 4096  # minibatch size for evaluation
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        for name in ("epochs", "eval_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def level_lrs(self, levels: int) -> list[float]:
+        """Per-level learning rates: a scalar (or 1-list) broadcasts; a longer list is cut to
+        its first `levels` entries (so one list serves runs with 1, 2, 3 levels)."""
+        lrs = [self.lr] if isinstance(self.lr, int | float) else list(self.lr)
+        if len(lrs) == 1:
+            lrs = lrs * levels
+        lrs = lrs[:levels]
+        if len(lrs) != levels or any(not lr > 0 for lr in lrs):
+            raise ValueError(
+                f"lr must be a positive number or {levels} positive numbers (one "
+                f"per level), got {self.lr!r}"
+            )
+        return [float(lr) for lr in lrs]
+
+    def optimizer_factory(self) -> Callable[[list[nn.Parameter], float], torch.optim.Optimizer]:
+        def make(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+            if self.optimizer == "sgd":
+                return torch.optim.SGD(
+                    params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+                )
+            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+            return cls(params, lr=lr, weight_decay=self.weight_decay)
+
+        return make
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of `model(x)` (N, C) against labels y (N,)."""
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss += nn.functional.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    return float(loss) / len(x), float(correct) / len(x)
+
+
+def schedule_factor(kind: str, progress: float) -> float:
+    """Learning-rate multiplier at `progress` in [0, 1] of the work budget."""
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return 1.0
+
+
+@dataclass
+class TrainResult:
+    """History (one row per evaluation), the trained fine model and the hierarchy."""
+
+    history: pd.DataFrame
+    model: WidthModel
+    cycle: FASCycle = field(repr=False)
+    meter: WorkMeter = field(repr=False)
+
+    def hierarchy(self) -> pd.DataFrame:
+        """Widths per level and group with the achieved ratio to the level above."""
+        rows = []
+        for level in self.cycle.levels:
+            for group, width in level.model.group_sizes().items():
+                above = (
+                    self.cycle.levels[level.index - 1].model.group_sizes()[group]
+                    if level.index
+                    else width
+                )
+                rows.append(
+                    {"level": level.index, "group": group, "width": width, "ratio": width / above}
+                )
+        return pd.DataFrame(rows)
+
+
+def train(
+    model: WidthModel,
+    data,
+    config: TrainConfig,
+    multilevel: MultilevelConfig | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` on `data` (x_train, y_train, x_test, y_test tensors) and return history.
+
+    With `checkpoint_path`, a checkpoint is written at every evaluation; `resume=True`
+    continues from it (same model config required) and ends with the same metrics as an
+    uninterrupted run. A NaN/inf loss raises NonFiniteLossError; the last good checkpoint stays.
+    """
+    multilevel = multilevel or MultilevelConfig()
+    device = torch.device(config.device)
+    model = model.to(device).train()
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    stream = BatchStream(x_train, y_train, config.batch_size, config.seed)
+    example = (x_train[: config.batch_size], y_train[: config.batch_size])
+    flops_cache: dict[tuple, float] = {}
+
+    def flops_of(m: WidthModel) -> float:
+        key = tuple(sorted(m.group_sizes().items()))
+        if key not in flops_cache:
+            flops_cache[key] = forward_backward_flops(m, example, classification_loss)
+        return flops_cache[key]
+
+    meter = WorkMeter(flops_of(model), device)
+    fas = FASCycle(
+        model,
+        multilevel,
+        config.optimizer_factory(),
+        config.level_lrs(multilevel.levels),
+        classification_loss,
+        stream.next,
+        meter,
+        lambda m: flops_of(m) / meter.flops_per_wu,
+    )
+    budget = config.epochs * stream.batches_per_epoch
+    eval_step = config.eval_every * stream.batches_per_epoch
+    rows: list[dict] = []
+    next_eval = eval_step
+    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        fas.load_state_dict(state["multilevel"])
+        fas.levels[0].optimizer.load_state_dict(state["optimizer"])
+        stream.load_state_dict(state["stream"])
+        meter.load_state_dict(state["meter"])
+        restore_rng_states(state["rng"])
+        rows, next_eval = list(state["history"]), state["next_eval"]
+
+    with tqdm(
+        total=round(budget, 2),
+        initial=round(meter.work_units, 2),
+        unit="WU",
+        desc=description,
+        leave=False,
+    ) as bar:
+        while meter.work_units < budget - 1e-9:
+            fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
+            done_before = meter.work_units
+            try:
+                fas.run_cycle()
+            except NonFiniteLossError as error:
+                _explain_non_finite(
+                    error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
+                )
+            bar.update(round(meter.work_units - done_before, 2))
+            finished = meter.work_units >= budget - 1e-9
+            if meter.work_units >= next_eval - 1e-9 or finished:
+                rows.append(
+                    _metrics_row(fas, meter, stream, x_test, y_test, config.eval_batch_size)
+                )
+                while next_eval <= meter.work_units + 1e-9:
+                    next_eval += eval_step
+                if checkpoint_path is not None:
+                    save_checkpoint(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": fas.levels[0].optimizer.state_dict(),
+                            "multilevel": fas.state_dict(),
+                            "stream": stream.state_dict(),
+                            "meter": meter.state_dict(),
+                            "rng": rng_states(),
+                            "history": rows,
+                            "next_eval": next_eval,
+                            "config": {
+                                "train": asdict(config),
+                                "multilevel": multilevel.to_dict(),
+                                "model": getattr(model, "config", {}),
+                            },
+                        },
+                        checkpoint_path,
+                    )
+    return TrainResult(pd.DataFrame(rows), model, fas, meter)
+
+
+def _metrics_row(
+    fas: FASCycle, meter: WorkMeter, stream: BatchStream, x_test, y_test, batch_size: int
+) -> dict:
+    test_loss, test_accuracy = evaluate(fas.levels[0].model, x_test, y_test, batch_size)
+    row = {
+        "epoch": meter.work_units / stream.batches_per_epoch,
+        "work_units": meter.work_units,
+        "wall_time": meter.wall_time,
+        "data_epochs": stream.data_epochs,
+        "cycles": fas.cycles_done,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+    }
+    for level in fas.levels:
+        row[f"level{level.index}_loss"] = level.pop_mean_loss()
+    row["train_loss"] = row["level0_loss"]
+    for phase in PHASES:
+        row[f"time_{phase}"] = meter.seconds.get(phase, 0.0)
+    return row
+
+
+def _explain_non_finite(
+    error: NonFiniteLossError, fas: FASCycle, epoch: float, checkpoint_path
+) -> None:
+    kept = (
+        f"The last good checkpoint is kept at {checkpoint_path}."
+        if checkpoint_path
+        else "No checkpoint was requested (checkpoint_path)."
+    )
+    widths = fas.levels[error.level].model.group_sizes()
+    raise NonFiniteLossError(
+        f"non-finite loss at epoch {epoch:.2f} on level {error.level} (widths {widths}). "
+        f"{kept} Lower that level's learning rate (lr) or check the data for NaN/inf.",
+        error.level,
+    ) from error

@@ -1,0 +1,308 @@
+"""The seven invariants of DESIGN.md §5, as property tests over random shapes and seeds."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import make_cycle, random_transfer, toy_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlw_lib.models import MLP
+from mlw_lib.multilevel import (
+    AxisBinding,
+    MultilevelConfig,
+    Role,
+    build_model,
+    match_model,
+    match_units,
+    prolong,
+    restrict_gradients,
+    restrict_params,
+)
+from mlw_lib.multilevel.matching import max_pairs_for, similarity_matrix
+from mlw_lib.multilevel.objective import Level, loss_gradient, objective_gradient
+from mlw_lib.multilevel.state import named_state
+from mlw_lib.multilevel.tau import make_tau
+from mlw_lib.multilevel.work import WorkMeter
+from mlw_lib.training import classification_loss
+
+CONVENTIONS = ["sum_avg", "avg_sum"]
+FAST = settings(max_examples=20, deadline=None)
+
+
+# 1. restrict(prolong(y)) = y -----------------------------------------------------------
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    n_coarse=st.integers(1, 12),
+    extra=st.integers(0, 12),
+    unit_size=st.integers(1, 3),
+    role=st.sampled_from(list(Role)),
+    convention=st.sampled_from(CONVENTIONS),
+    axis=st.integers(0, 2),
+)
+def test_restrict_after_prolong_is_identity(
+    seed, n_coarse, extra, unit_size, role, convention, axis
+):
+    g = torch.Generator().manual_seed(seed)
+    transfer = random_transfer(n_coarse, n_coarse + min(extra, n_coarse), g)
+    shape = [3, 4, 2]
+    shape[axis] = n_coarse * unit_size
+    y = torch.randn(shape, generator=g, dtype=torch.float64)
+    layout = {"p": (AxisBinding("g", axis, role, unit_size),)}
+    fine = prolong({"p": y}, layout, {"g": transfer}, convention)["p"]
+    assert fine.shape[axis] == transfer.n_fine * unit_size
+    back = restrict_params({"p": fine}, layout, {"g": transfer}, convention)["p"]
+    torch.testing.assert_close(back, y, rtol=1e-12, atol=1e-12)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), convention=st.sampled_from(CONVENTIONS))
+def test_round_trip_on_a_whole_mlp(seed, convention):
+    g = torch.Generator().manual_seed(seed)
+    coarse_sizes = [int(torch.randint(1, 9, (1,), generator=g)) for _ in range(2)]
+    coarse = MLP(5, coarse_sizes, 3).double()
+    transfers = {
+        f"hidden{i}": random_transfer(n, n + int(torch.randint(0, n + 1, (1,), generator=g)), g)
+        for i, n in enumerate(coarse_sizes)
+    }
+    layout = coarse.param_layout()
+    y = {
+        name: torch.randn(p.shape, generator=g, dtype=torch.float64)
+        for name, p in coarse.named_parameters()
+    }
+    back = restrict_params(prolong(y, layout, transfers, convention), layout, transfers, convention)
+    for name in y:
+        torch.testing.assert_close(back[name], y[name], rtol=1e-12, atol=1e-12)
+
+
+# 2. duplicate-unit networks: the coarse net computes the same function ----------------
+@pytest.mark.parametrize(
+    ("convention", "activation"),
+    [("sum_avg", "relu"), ("avg_sum", "gelu"), ("avg_sum", "tanh"), ("avg_sum", "relu")],
+)
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("matching", ["mutual_best", "greedy"])
+def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, matching):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    widths = [
+        int(torch.randint(2, 10, (1,), generator=g))
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g)))
+    ]
+    small = MLP(6, widths, 4, activation).double()
+    transfers = {f"hidden{i}": random_transfer(n, 2 * n, g) for i, n in enumerate(widths)}
+    fine = small.resized({f"hidden{i}": 2 * n for i, n in enumerate(widths)}).double()
+    fine_params = prolong(
+        dict(small.named_parameters()), small.param_layout(), transfers, convention
+    )
+    with torch.no_grad():
+        for name, p in fine.named_parameters():
+            p.copy_(fine_params[name])
+    x = torch.randn(32, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fine(x), small(x), rtol=1e-9, atol=1e-9)  # exact construction
+
+    config = MultilevelConfig(levels=2, convention=convention, matching=matching, seed=seed)
+    transition = match_model(fine, config, level=0, seed=seed)
+    coarse = build_model(fine, transition.coarse_sizes())
+    assert coarse.group_sizes() == small.group_sizes()
+    restricted = restrict_params(
+        dict(fine.named_parameters()), fine.param_layout(), transition.transfers, convention
+    )
+    with torch.no_grad():
+        for name, p in coarse.named_parameters():
+            p.copy_(restricted[name])
+    assert (coarse(x) - fine(x)).abs().max() <= 1e-5
+
+
+# 3. first-order coherence --------------------------------------------------------------
+def _coherence_setup(seed, convention, tau_mode, fine_has_tau):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    widths = [int(torch.randint(4, 12, (1,), generator=g)) for _ in range(2)]
+    fine_model = MLP(7, widths, 3, "tanh").double()
+    x, y = toy_data(48, 7, 3, seed)
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in (0, 16, 32)]
+    meter = WorkMeter(1.0)
+    fine = Level(0, fine_model, torch.optim.SGD(fine_model.parameters(), lr=0.1), 0.1, 1.0)
+    if fine_has_tau:  # a level that is itself coarse: F = loss - <v, x> with v != 0
+        v_fine = {
+            n: torch.randn(p.shape, generator=g, dtype=torch.float64)
+            for n, p in fine_model.named_parameters()
+        }
+        fine.tau = lambda batch: v_fine
+    config = MultilevelConfig(levels=2, convention=convention, tau=tau_mode)
+    transition = match_model(fine_model, config, level=0, seed=seed)
+    coarse_model = build_model(fine_model, transition.coarse_sizes())
+    x_c0 = restrict_params(
+        dict(fine_model.named_parameters()),
+        fine_model.param_layout(),
+        transition.transfers,
+        convention,
+    )
+    with torch.no_grad():
+        for name, p in coarse_model.named_parameters():
+            p.copy_(x_c0[name])
+    coarse = Level(1, coarse_model, torch.optim.SGD(coarse_model.parameters(), lr=0.1), 0.1, 0.5)
+    coarse.tau = make_tau(
+        tau_mode,
+        fine,
+        coarse,
+        batches,
+        transition.transfers,
+        convention,
+        1.0,
+        classification_loss,
+        meter,
+    )
+    return fine, coarse, transition, batches, meter
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("fine_has_tau", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_first_order_coherence_cycle_tau(convention, fine_has_tau, seed):
+    fine, coarse, transition, batches, meter = _coherence_setup(
+        seed, convention, "cycle", fine_has_tau
+    )
+    coarse_grad = objective_gradient(coarse, batches, classification_loss, meter)
+    fine_grad = objective_gradient(fine, batches, classification_loss, meter)
+    expected = restrict_gradients(
+        fine_grad, fine.model.param_layout(), transition.transfers, convention
+    )
+    for name in expected:
+        torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_first_order_coherence_minibatch_tau(convention):
+    fine, coarse, transition, batches, meter = _coherence_setup(3, convention, "minibatch", True)
+    for batch in batches:
+        coarse_grad = objective_gradient(coarse, [batch], classification_loss, meter)
+        fine_grad = objective_gradient(fine, [batch], classification_loss, meter)
+        expected = restrict_gradients(
+            fine_grad, fine.model.param_layout(), transition.transfers, convention
+        )
+        for name in expected:
+            torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+def test_without_tau_the_gradients_disagree():
+    """The coherence test can fail: with tau off, coarse and restricted fine gradients differ."""
+    fine, coarse, transition, batches, meter = _coherence_setup(0, "sum_avg", "none", False)
+    coarse_grad = loss_gradient(coarse.model, batches, classification_loss)
+    expected = restrict_gradients(
+        objective_gradient(fine, batches, classification_loss, meter),
+        fine.model.param_layout(),
+        transition.transfers,
+        "sum_avg",
+    )
+    assert max((coarse_grad[n] - expected[n]).abs().max() for n in expected) > 1e-3
+
+
+# 4. zero coarse steps: the correction is a no-op ----------------------------------------
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("levels", [2, 3])
+def test_zero_coarse_steps_leave_fine_level_unchanged(convention, optimizer, levels):
+    torch.manual_seed(levels)
+    x, y = toy_data(64, 9, 3, seed=levels)
+    model = MLP(9, [12, 8], 3).double()
+    warm = make_cycle(model, MultilevelConfig(levels=1), x, y, optimizer=optimizer)
+    for _ in range(3):
+        warm.run_cycle()  # populate momentum / Adam moments
+    config = MultilevelConfig(levels=levels, convention=convention, nu_pre=0, nu_post=0)
+    cycle = make_cycle(model, config, x, y, optimizer=optimizer)
+    cycle.levels[0].optimizer = warm.levels[0].optimizer
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = copy.deepcopy(named_state(warm.levels[0].optimizer, model))
+    cycle.run_cycle()
+    assert len(cycle.levels) == levels
+    for name, p in model.named_parameters():
+        assert torch.equal(p, params[name]), name
+    after = named_state(cycle.levels[0].optimizer, model)
+    for name, entries in state.items():
+        for key, value in entries.items():
+            assert torch.equal(torch.as_tensor(after[name][key]), torch.as_tensor(value)), (
+                name,
+                key,
+            )
+
+
+# 5. matching validity -----------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 40),
+    f=st.integers(1, 6),
+    ratio=st.floats(0.3, 0.95),
+    method=st.sampled_from(["mutual_best", "greedy"]),
+    similarity=st.sampled_from(["cosine", "rbf"]),
+)
+def test_matching_is_valid(seed, n, f, ratio, method, similarity):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, f, generator=g)
+    m = match_units(features, ratio, method, similarity, seed)
+    sim = similarity_matrix(features, similarity)
+    flat = m.pairs.flatten().tolist()
+    assert len(flat) == len(set(flat))  # disjoint
+    assert all(sim[i, j] > 0 for i, j in m.pairs.tolist())  # never non-positive similarity
+    assert len(m.pairs) <= max_pairs_for(n, ratio)  # ratio honoured
+    assert m.n_coarse == n - len(m.pairs) and m.ratio >= ratio - 1e-9
+    counts = torch.bincount(m.assign, minlength=m.n_coarse)
+    assert counts.min() >= 1 and counts.max() <= 2
+    for i, j in m.pairs.tolist():
+        assert m.assign[i] == m.assign[j]
+    again = match_units(features, ratio, method, similarity, seed)
+    assert torch.equal(again.assign, m.assign)  # deterministic / seeded
+
+
+def test_units_with_only_negative_similarity_are_never_merged():
+    features = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    for method in ("mutual_best", "greedy"):
+        assert match_units(features, 0.5, method).n_coarse == 2
+
+
+# 6. tau scale 0 equals no tau ------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["cycle", "minibatch"])
+def test_tau_scale_zero_equals_no_tau(mode):
+    x, y = toy_data(96, 8, 3, seed=5)
+    results = []
+    for tau, scale in ((mode, 0.0), ("none", 1.0), (mode, 1.0)):
+        torch.manual_seed(0)
+        model = MLP(8, [10, 6], 3).double()
+        cycle = make_cycle(model, MultilevelConfig(levels=3, tau=tau, tau_scale=scale), x, y)
+        for _ in range(4):
+            cycle.run_cycle()
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    zero, none, full = results
+    assert all(torch.equal(zero[n], none[n]) for n in none)
+    assert any(not torch.allclose(full[n], none[n]) for n in none)  # tau does act
+
+
+# 7. one level reproduces plain training bit for bit ----------------------------------------
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_level_is_plain_training(optimizer):
+    x, y = toy_data(80, 8, 3, seed=11)
+    torch.manual_seed(1)
+    model = MLP(8, [10, 6], 3).double()
+    plain = copy.deepcopy(model)
+    cycle = make_cycle(model, MultilevelConfig(levels=1), x, y, optimizer=optimizer)
+    opt = (
+        torch.optim.Adam(plain.parameters(), lr=0.05)
+        if optimizer == "adam"
+        else torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9)
+    )
+    position = 0
+    for _ in range(10):
+        cycle.run_cycle()
+        start = position % (len(x) - 16 + 1)
+        position += 16
+        opt.zero_grad()
+        classification_loss(plain, (x[start : start + 16], y[start : start + 16])).backward()
+        opt.step()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p, q), name

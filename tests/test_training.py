@@ -1,0 +1,133 @@
+"""The training loop: reproducibility, checkpoint/resume, budgets, bad input, NaN handling."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import toy_data
+
+from mlw_lib.models import MLP
+from mlw_lib.multilevel import CoarseningError, MultilevelConfig
+from mlw_lib.reproducibility import seed_everything
+from mlw_lib.training import NonFiniteLossError, TrainConfig, load_checkpoint, train
+
+
+def _data(seed=0, n=256):
+    x, y = toy_data(n, 12, 4, seed, dtype=torch.float32)
+    xt, yt = toy_data(128, 12, 4, seed + 1, dtype=torch.float32)
+    return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
+
+
+def _run(multilevel, epochs=3.0, seed=0, **kw):
+    seed_everything(seed)
+    model = MLP(12, [16, 8], 4, dropout=0.1)
+    return train(
+        model,
+        _data(),
+        TrainConfig(epochs=epochs, batch_size=32, lr=0.05, seed=seed),
+        multilevel,
+        **kw,
+    )
+
+
+METRICS = ["work_units", "test_loss", "test_accuracy", "train_loss", "data_epochs"]
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_same_seed_same_metrics(levels):
+    config = MultilevelConfig(levels=levels, matching="greedy")
+    a, b = _run(config).history, _run(config).history
+    assert a[METRICS].equals(b[METRICS])
+    c = _run(config, seed=1).history
+    assert not a["test_loss"].equals(c["test_loss"])
+
+
+def test_equal_work_budget():
+    single = _run(MultilevelConfig(levels=1)).history
+    multi = _run(MultilevelConfig(levels=2)).history
+    assert single["work_units"].iloc[-1] == pytest.approx(3 * 8)  # 3 epochs x 256/32 batches
+    budget = 3 * 8
+    assert budget <= multi["work_units"].iloc[-1] < budget + 8  # overshoot < one cycle
+    assert multi["level1_loss"].notna().all()
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_resume_gives_the_same_final_metrics(tmp_path, levels):
+    config = MultilevelConfig(levels=levels, rematch_every=2)
+    full = _run(config, epochs=4.0).history
+    path = tmp_path / "ckpt.pt"
+    _run(config, epochs=2.0, checkpoint_path=path)  # interrupted after two epochs
+    saved = load_checkpoint(path)
+    assert len(saved["history"]) == 2 and saved["config"]["multilevel"]["levels"] == levels
+    resumed = _run(config, epochs=4.0, checkpoint_path=path, resume=True).history
+    assert len(resumed) == len(full)
+    assert resumed[METRICS].equals(full[METRICS])
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)
+    before = path.read_bytes()
+    data = _data()
+    data.x_train[::2] = float("nan")  # every minibatch sees NaN inputs
+    seed_everything(0)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0\.\d+ on level 0.*checkpoint is kept"):
+        train(
+            MLP(12, [16, 8], 4),
+            data,
+            TrainConfig(epochs=3.0, batch_size=32),
+            MultilevelConfig(levels=2),
+            checkpoint_path=path,
+        )
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: MLP(12, [16, 0], 4), "positive integers"),
+        (lambda: MLP(12, [16, 2.5], 4), "positive integers"),
+        (lambda: MLP(12, 16, 4), "list of positive integers"),
+        (lambda: MLP(12, [16], 4, activation="swish"), "unknown activation"),
+        (lambda: MultilevelConfig(convention="sum_sum"), "unknown convention"),
+        (lambda: MultilevelConfig(cycle="X"), "unknown cycle"),
+        (lambda: MultilevelConfig(ratio=1.0), r"ratio must lie in \(0, 1\)"),
+        (lambda: MultilevelConfig(ratio=0.0), r"ratio must lie in \(0, 1\)"),
+        (lambda: MultilevelConfig(levels=0), "levels must be a positive integer"),
+        (lambda: TrainConfig(optimizer="lbfgs"), "unknown optimizer"),
+        (lambda: TrainConfig(lr=[0.1, 0.2]).level_lrs(3), "one per level"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_more_levels_than_coarsening_can_produce():
+    with pytest.raises(CoarseningError, match="levels"):
+        train(
+            MLP(12, [4, 8], 4),
+            _data(),
+            TrainConfig(epochs=1.0, batch_size=32),
+            MultilevelConfig(levels=4),
+        )
+
+
+@pytest.mark.parametrize("cycle", ["W", "F"])
+def test_w_and_f_cycles_train(cycle):
+    history = _run(MultilevelConfig(levels=3, cycle=cycle), epochs=4.0).history
+    assert history["test_loss"].iloc[-1] < history["test_loss"].iloc[0] + 0.5
+    assert history["work_units"].iloc[-1] >= 32
+
+
+def test_adam_multilevel_trains():
+    seed_everything(0)
+    result = train(
+        MLP(12, [16, 8], 4),
+        _data(),
+        TrainConfig(epochs=3.0, batch_size=32, lr=1e-2, optimizer="adam"),
+        MultilevelConfig(levels=2),
+    )
+    assert torch.isfinite(torch.tensor(result.history["train_loss"].to_numpy())).all()
