@@ -448,16 +448,7 @@ def prepare_ci(
             raise FileNotFoundError(f"{source.name}: missing CI parameter file {parameter_file}")
         params = load_parameter_file(parameter_file)
         validate_parameters(source, params)
-        output = output_path_for(source, output_dir)
-        with quiet_papermill_inspection():
-            papermill.execute_notebook(
-                str(source),
-                str(output),
-                parameters=params,
-                prepare_only=True,
-                progress_bar=False,
-                cwd=str(source.parent),
-            )
-        log.info("prepared %s -> %s", source.name, output)
-        outputs.append(output)
+        outputs.append(
+            _execute(source, output_path_for(source, output_dir), params, prepare_only=True)
+        )
     return outputs

@@ -188,12 +188,13 @@ def train(
         restore_rng_states(state["rng"])
         rows, next_eval = list(state["history"]), state["next_eval"]
 
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} WU [{elapsed}<{remaining}]"
     with tqdm(
-        total=round(budget, 2),
-        initial=round(meter.work_units, 2),
-        unit="WU",
+        total=budget,
+        initial=meter.work_units,
         desc=description,
         leave=False,
+        bar_format=bar_format,
     ) as bar:
         while meter.work_units < budget - 1e-9:
             fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
@@ -204,7 +205,7 @@ def train(
                 _explain_non_finite(
                     error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
                 )
-            bar.update(round(meter.work_units - done_before, 2))
+            bar.update(meter.work_units - done_before)
             finished = meter.work_units >= budget - 1e-9
             if meter.work_units >= next_eval - 1e-9 or finished:
                 rows.append(
