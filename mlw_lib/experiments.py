@@ -104,8 +104,9 @@ def verdict(
 ) -> str:
     """Plain sentences comparing every method with `baseline` at equal work and equal time.
 
-    A difference counts as "better"/"worse" only when the means differ by more than the
-    larger of the two seed standard deviations; otherwise it is "no clear difference".
+    A difference counts as "better"/"worse" only when it exceeds two standard errors of the
+    difference of the means (sqrt(s1^2/n1 + s2^2/n2), seeds as samples); otherwise it is
+    "no clear difference". With one seed per method nothing is called better or worse.
     """
     lines = []
     for label, table in (
@@ -117,20 +118,21 @@ def verdict(
             return f"no {baseline!r} runs to compare with"
         base = stats.loc[baseline]
         for method, row in stats.drop(index=baseline).iterrows():
-            spread = max(
-                row["std"] if row["count"] > 1 else 0.0, base["std"] if base["count"] > 1 else 0.0
-            )
             diff = row["mean"] - base["mean"]
-            word = (
-                "no clear difference"
-                if abs(diff) <= spread or diff == 0
-                else "better"
-                if diff > 0
-                else "worse"
-            )
+            if min(row["count"], base["count"]) < 2:
+                error, word = float("nan"), "too few seeds to tell"
+            else:
+                error = (row["std"] ** 2 / row["count"] + base["std"] ** 2 / base["count"]) ** 0.5
+                word = (
+                    "no clear difference"
+                    if abs(diff) <= 2 * error
+                    else "better"
+                    if diff > 0
+                    else "worse"
+                )
             lines.append(
                 f"At {label}, {method}: {metric} {row['mean']:.4f} vs {baseline} "
-                f"{base['mean']:.4f} ({diff:+.4f}; seed spread {spread:.4f}; "
-                f"n={int(row['count'])}) -> {word}."
+                f"{base['mean']:.4f} ({diff:+.4f}; standard error {error:.4f}; "
+                f"n={int(row['count'])} vs {int(base['count'])}) -> {word}."
             )
     return "\n".join(lines)

@@ -188,13 +188,12 @@ def train(
         restore_rng_states(state["rng"])
         rows, next_eval = list(state["history"]), state["next_eval"]
 
-    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} WU [{elapsed}<{remaining}]"
     with tqdm(
-        total=budget,
-        initial=meter.work_units,
+        total=math.ceil(budget),
+        initial=int(meter.work_units),
+        unit="WU",
         desc=description,
         leave=False,
-        bar_format=bar_format,
     ) as bar:
         while meter.work_units < budget - 1e-9:
             fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
@@ -205,7 +204,7 @@ def train(
                 _explain_non_finite(
                     error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
                 )
-            bar.update(meter.work_units - done_before)
+            bar.update(int(meter.work_units) - int(done_before))  # whole WU shown
             finished = meter.work_units >= budget - 1e-9
             if meter.work_units >= next_eval - 1e-9 or finished:
                 rows.append(
