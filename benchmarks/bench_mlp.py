@@ -6,8 +6,8 @@ Prints, and writes as JSON to `runs/benchmarks/bench_mlp.json`:
     bound (FLOPs of the epoch / fp32 GEMM rate measured in the same run on the MLP's own GEMM
     shapes; the large-square peak is shown too), and against a bare hand-written PyTorch loop
     (same model, SGD momentum, same batches) timed in the same run;
-(b) the time per phase of 2- and 3-level V-cycles (batches_per_phase=4, tau="cycle", with
-    tau on all k batches and with tau_batches=1), the share of transfer + tau + matching, and
+(b) the time per phase of 2- and 3-level V-cycles (batches_per_phase=4, tau="cycle" and, to
+    isolate the transfer machinery, tau="none"), the share of transfer + tau + matching, and
     the cost of a coarse step relative to its FLOP ratio (from the run's WorkMeter, plus a
     per-level step microbenchmark);
 (c) peak resident memory of a single-level and a 3-level epoch, each in its own subprocess.
@@ -67,11 +67,11 @@ TARGET_COARSE_FACTOR = 1.3  # coarse step time ratio within this factor of its F
 TARGET_PEAK_MIB = 2048.0  # peak resident memory, 2 GB
 TARGET_MEMORY_RATIO = 1.3  # multilevel peak / single-level peak
 
-VCYCLES = (  # (name, levels, tau_batches); all with batches_per_phase=4, tau="cycle"
-    ("2-level, tau on all k=4 batches", 2, 0),
-    ("2-level, tau_batches=1", 2, 1),
-    ("3-level, tau on all k=4 batches", 3, 0),
-    ("3-level, tau_batches=1", 3, 1),
+VCYCLES = (  # (name, levels, tau mode); all with batches_per_phase=4
+    ("2-level, tau per cycle", 2, "cycle"),
+    ("2-level, no tau", 2, "none"),
+    ("3-level, tau per cycle", 3, "cycle"),
+    ("3-level, no tau", 3, "none"),
 )
 
 
@@ -276,7 +276,7 @@ def new_model(seed: int = 0):
     return MLP(SIZES[0], SIZES[1:-1], SIZES[-1])
 
 
-def train_run(data, device: torch.device, epochs: float, levels: int = 1, tau_batches: int = 0):
+def train_run(data, device: torch.device, epochs: float, levels: int = 1, tau: str = "cycle"):
     """(wall seconds of the whole train() call, TrainResult)."""
     from mlw_lib.multilevel import MultilevelConfig
     from mlw_lib.training import TrainConfig, train
@@ -286,9 +286,7 @@ def train_run(data, device: torch.device, epochs: float, levels: int = 1, tau_ba
     if levels == 1:
         multilevel = MultilevelConfig(levels=1)
     else:
-        multilevel = MultilevelConfig(
-            levels=levels, batches_per_phase=4, tau="cycle", tau_batches=tau_batches
-        )
+        multilevel = MultilevelConfig(levels=levels, batches_per_phase=4, tau=tau)
     return timed(lambda: train(model, data, config, multilevel), device)
 
 
@@ -296,7 +294,7 @@ def bare_loop(data, device: torch.device, epochs: float = 1.0) -> tuple[float, t
     """Hand-written loop: same model and init, SGD momentum, the same seeded batches as
     BatchStream (a seeded permutation, index_select per minibatch). (seconds, model)."""
     model = new_model().to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, fused=True)
     x, y = data.x_train.to(device), data.y_train.to(device)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     steps = int(epochs * (len(x) // BATCH_SIZE))
@@ -485,15 +483,15 @@ def phase_table(result) -> dict:
 def bench_vcycles(data, device: torch.device, repeats: int) -> tuple[dict, object]:
     train_run(data, device, epochs=0.1, levels=3)  # warm-up: coarse FLOP counts, matching
     results, keep = {}, None
-    for name, levels, tau_batches in VCYCLES:
+    for name, levels, tau in VCYCLES:
         best = None
         for _ in range(repeats):
-            _, result = train_run(data, device, epochs=1.0, levels=levels, tau_batches=tau_batches)
+            _, result = train_run(data, device, epochs=1.0, levels=levels, tau=tau)
             if best is None or result.meter.wall_time < best.meter.wall_time:
                 best = result
         results[name] = phase_table(best)
-        results[name].update(levels=levels, tau_batches=tau_batches, repeats=repeats)
-        if levels == 3 and tau_batches == 0:
+        results[name].update(levels=levels, tau=tau, repeats=repeats)
+        if levels == 3 and tau == "cycle":
             keep = best  # its hierarchy (with its tau) feeds the step microbenchmark
     return results, keep
 

@@ -32,7 +32,6 @@ class MultilevelConfig:
     coarse_batches: str = "reuse"  # coarse steps reuse the tau batches, or draw "fresh" ones
     tau: str = "cycle"  # "none", "cycle" (one tau per cycle) or "minibatch"
     tau_scale: float = 1.0  # s; 0 behaves like "none"
-    tau_batches: int = 0  # "cycle" tau on the last n pre-smoothing batches (0 = all k)
     correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
     state_damping: float = 1.0  # beta for the optimizer-state correction
     state_transfer: str = "restrict"  # "restrict" optimizer state, or "reset" it each cycle
@@ -62,7 +61,7 @@ class MultilevelConfig:
             raise ValueError(f"ratio must lie in (0, 1) (n_coarse / n_fine), got {self.ratio!r}")
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
             _positive_int(name, getattr(self, name))
-        for name in ("nu_pre", "nu_post", "tau_batches"):
+        for name in ("nu_pre", "nu_post"):
             _non_negative_int(name, getattr(self, name))
         for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
             value = getattr(self, name)

@@ -7,8 +7,8 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
         if l == L-1:  return
         operators:    match (every M-th visit) or re-weight          A, omega -> R, P
         restrict:     x_c0 = R x_l,  m_c0 = R m_l                    (coarse start point)
-        tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on B_tau
-                      (the last `tau_batches` pre-smoothing minibatches; 0 = all k)
+        tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on the
+                      pre-smoothing minibatches B_tau
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are the
                       pre-smoothing ones, or fresh with coarse_batches="fresh")
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
@@ -97,7 +97,7 @@ class FASCycle:
         self._smooth(level, pre, self.config.nu_pre)
         if l == self.config.levels - 1:
             return
-        self._descend(l, tau_batches=pre[-self.config.tau_batches :])
+        self._descend(l, tau_batches=pre)
         for _ in range(self.config.gamma):
             self._cycle(l + 1, inherited=pre)
         self._correct(l)
@@ -196,7 +196,7 @@ class FASCycle:
             seed = self.config.seed + 7919 * self.visits[l] + 104729 * l
             transition = match_model(fine, self.config, l, seed)
             for group, n in fine.group_sizes().items():
-                self.meter.charge_flops(matching_flops(n, fine.unit_features(group).shape[1]))
+                self.meter.charge_flops(matching_flops(n, transition.feature_dims[group]))
             if previous is not None and transition.coarse_sizes() != previous.coarse_sizes():
                 for deeper in range(l + 1, len(self.transitions)):
                     self.transitions[deeper] = None  # coarse shapes changed below

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,7 @@ class Transition:
 
     transfers: dict[str, GroupTransfer]
     matchings: dict[str, Matching]
+    feature_dims: dict[str, int] = field(default_factory=dict)  # per group, for work accounting
 
     def coarse_sizes(self) -> dict[str, int]:
         return {group: t.n_coarse for group, t in self.transfers.items()}
@@ -40,9 +41,10 @@ def unit_weights(features: torch.Tensor, kind: str) -> torch.Tensor:
 
 def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: int) -> Transition:
     """Match every group of `model` (level `level`) and build its transfer operators."""
-    transfers, matchings = {}, {}
+    transfers, matchings, feature_dims = {}, {}, {}
     for group, width in model.group_sizes().items():
         features = model.unit_features(group)
+        feature_dims[group] = features.shape[1]
         matching = match_units(features, config.ratio, config.matching, config.similarity, seed)
         if matching.n_coarse == width:
             reason = (
@@ -56,7 +58,7 @@ def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: i
         transfers[group] = GroupTransfer(
             matching.assign, unit_weights(features, config.unit_weights), matching.n_coarse
         )
-    return Transition(transfers, matchings)
+    return Transition(transfers, matchings, feature_dims)
 
 
 def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig) -> Transition:
@@ -67,7 +69,7 @@ def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig
         )
         for group, t in transition.transfers.items()
     }
-    return Transition(transfers, transition.matchings)
+    return Transition(transfers, transition.matchings, transition.feature_dims)
 
 
 def build_model(template: WidthModel, sizes: dict[str, int]) -> WidthModel:

@@ -40,24 +40,33 @@ class GroupTransfer:
     def n_fine(self) -> int:
         return int(self.assign.numel())
 
-    def sum(self, fine: torch.Tensor) -> torch.Tensor:
-        """A x: add the rows of each coarse unit. (n_f, m) -> (n_c, m)."""
-        out = fine.new_zeros((self.n_coarse, *fine.shape[1:]))
-        return out.index_add_(0, self.assign, fine)
+    @staticmethod
+    def _along(values: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+        """Per-unit `values` (n,) shaped to broadcast along `dim` of `like`."""
+        shape = [1] * like.dim()
+        shape[dim] = values.numel()
+        return values.to(like.dtype).reshape(shape)
 
-    def average(self, fine: torch.Tensor) -> torch.Tensor:
-        """Q x: w-weighted average of the rows of each coarse unit. (n_f, m) -> (n_c, m)."""
-        w = self.weights.to(fine.dtype).unsqueeze(1)
-        return self.sum(fine * w) / self.coarse_weight.to(fine.dtype).unsqueeze(1)
+    def sum(self, fine: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """A x: add the fine units of each coarse unit along `dim` (n_f -> n_c)."""
+        shape = list(fine.shape)
+        shape[dim] = self.n_coarse
+        return fine.new_zeros(shape).index_add_(dim, self.assign, fine)
 
-    def copy(self, coarse: torch.Tensor) -> torch.Tensor:
-        """A^T y: every fine unit gets its coarse unit's row. (n_c, m) -> (n_f, m)."""
-        return coarse.index_select(0, self.assign)
+    def average(self, fine: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Q x: w-weighted average of the fine units of each coarse unit (n_f -> n_c)."""
+        coarse = self.sum(fine * self._along(self.weights, fine, dim), dim)
+        return coarse / self._along(self.coarse_weight, coarse, dim)
 
-    def split(self, coarse: torch.Tensor) -> torch.Tensor:
-        """Q^T y: fine unit i gets w_i / d_c of its coarse row. (n_c, m) -> (n_f, m)."""
+    def copy(self, coarse: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """A^T y: every fine unit gets its coarse unit's entries (n_c -> n_f)."""
+        return coarse.index_select(dim, self.assign)
+
+    def split(self, coarse: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Q^T y: fine unit i gets w_i / d_c of its coarse unit's entries (n_c -> n_f)."""
         share = self.weights / self.coarse_weight.index_select(0, self.assign)
-        return coarse.index_select(0, self.assign) * share.to(coarse.dtype).unsqueeze(1)
+        fine = self.copy(coarse, dim)
+        return fine * self._along(share, fine, dim)
 
     def to(self, device: torch.device | str) -> GroupTransfer:
         return GroupTransfer(self.assign.to(device), self.weights.to(device), self.n_coarse)

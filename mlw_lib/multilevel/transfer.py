@@ -52,12 +52,11 @@ def check_convention(convention: str) -> None:
 def _along_axis(
     tensor: torch.Tensor, binding: AxisBinding, action: Callable, transfer: GroupTransfer
 ) -> torch.Tensor:
-    """Apply a unit-axis action to `tensor` along `binding.axis` (units of `unit_size` rows)."""
-    moved = tensor.movedim(binding.axis, 0)
-    rest = moved.shape[1:]
-    units = moved.reshape(moved.shape[0] // binding.unit_size, -1)
-    result = action(transfer, units)
-    return result.reshape(result.shape[0] * binding.unit_size, *rest).movedim(0, binding.axis)
+    """Apply a unit action along `binding.axis` (each unit spans `unit_size` entries)."""
+    if binding.unit_size == 1:
+        return action(transfer, tensor, binding.axis)
+    units = tensor.unflatten(binding.axis, (-1, binding.unit_size))
+    return action(transfer, units, binding.axis).flatten(binding.axis, binding.axis + 1)
 
 
 def transform_tensor(

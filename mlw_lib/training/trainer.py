@@ -67,13 +67,19 @@ class TrainConfig:
         return [float(lr) for lr in lrs]
 
     def optimizer_factory(self) -> Callable[[list[nn.Parameter], float], torch.optim.Optimizer]:
+        """`make(params, lr)`; uses PyTorch's fused kernels (CPU and CUDA) for speed."""
+
         def make(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
             if self.optimizer == "sgd":
                 return torch.optim.SGD(
-                    params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+                    params,
+                    lr=lr,
+                    momentum=self.momentum,
+                    weight_decay=self.weight_decay,
+                    fused=True,
                 )
             cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-            return cls(params, lr=lr, weight_decay=self.weight_decay)
+            return cls(params, lr=lr, weight_decay=self.weight_decay, fused=True)
 
         return make
 
