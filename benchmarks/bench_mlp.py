@@ -77,14 +77,9 @@ VCYCLES = (  # (name, levels, tau mode); all with batches_per_phase=4
 
 # ------------------------------------------------------------------------------ machine
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from mlw_lib.reproducibility import cpu_model as library_cpu_model
+
+    return library_cpu_model() or platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device) -> dict:

@@ -101,10 +101,10 @@ def _device_name(device: str) -> str:
         return torch.cuda.get_device_name(index if index is not None else 0)
     if kind == "mps":
         return "Apple MPS"
-    return _cpu_model() or platform.processor() or platform.machine() or kind
+    return cpu_model() or platform.processor() or platform.machine() or kind
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
     """CPU model name from /proc/cpuinfo (Linux), else None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
