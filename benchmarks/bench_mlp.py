@@ -66,6 +66,7 @@ TARGET_OVERHEAD_SHARE = 0.10  # (transfer + tau + matching) / total V-cycle time
 TARGET_COARSE_FACTOR = 1.3  # coarse step time ratio within this factor of its FLOP ratio
 TARGET_PEAK_MIB = 2048.0  # peak resident memory, 2 GB
 TARGET_MEMORY_RATIO = 1.3  # multilevel peak / single-level peak
+DISTURBED_SHARE = 0.15  # other processes above this share of the cores: warn
 
 VCYCLES = (  # (name, levels, tau mode); all with batches_per_phase=4
     ("2-level, tau per cycle", 2, "cycle"),
@@ -966,6 +967,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = summary_rows(single, vcycles, micro, mem)
     print("\nSummary")
     print_summary(rows)
+    sections = {"(a)": single["contention"], "(b)": vcontention, "(c)": mem["contention"]}
+    disturbed = [
+        f"{name} {100 * c['other_share_of_machine']:.0f}%"
+        for name, c in sections.items()
+        if c is not None and c["other_share_of_machine"] > DISTURBED_SHARE
+    ]
+    if disturbed:
+        print(
+            "  WARNING: other processes used a large share of the machine's cores during the "
+            f"timings ({', '.join(disturbed)}); timing figures are disturbed despite best-of-"
+            "repeats. Rerun on a quiet machine (or compare with --threads 1)."
+        )
     total = time.perf_counter() - started
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(
