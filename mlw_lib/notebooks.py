@@ -307,7 +307,8 @@ def _execute(source: Path, output: Path, params: dict[str, Any], **options: Any)
             reason = f"In [{error.exec_count}]: {detail}"
         where = f"partially executed copy: {output}" if output.exists() else "no copy written"
         raise NotebookExecutionError(f"{source.name} failed ({reason}); {where}", output) from error
-    log.info("executed %s -> %s", source.name, output)
+    verb = "prepared" if options.get("prepare_only") else "executed"
+    log.info("%s %s -> %s", verb, source.name, output)
     return output
 
 

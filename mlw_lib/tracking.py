@@ -223,7 +223,7 @@ def log_checkpoint(
     return [f"{artifact_path}/{name}.pt", f"{artifact_path}/{name}_config.json"]
 
 
-def load_checkpoint(
+def load_logged_checkpoint(
     run_id: str, name: str = "checkpoint", artifact_path: str = "checkpoints"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, config) logged by `log_checkpoint` in run `run_id`; tensors load on CPU."""

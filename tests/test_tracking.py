@@ -139,7 +139,7 @@ def test_artifacts_and_checkpoint_round_trip(logged: dict) -> None:
         "figures/curve.pdf",
         "figures/curve.png",
     }
-    state, config = tracking.load_checkpoint(run_id, name="final")
+    state, config = tracking.load_logged_checkpoint(run_id, name="final")
     assert config == logged["config"]
     assert set(state) == set(logged["state"])
     for key, tensor in logged["state"].items():
