@@ -977,7 +977,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             "  WARNING: other processes used a large share of the machine's cores during the "
             f"timings ({', '.join(disturbed)}); timing figures are disturbed despite best-of-"
-            "repeats. Rerun on a quiet machine (or compare with --threads 1)."
+            "repeats. Rerun on a quiet machine"
+            + (" (or compare with --threads 1)." if args.threads != 1 else ".")
         )
     total = time.perf_counter() - started
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
