@@ -131,3 +131,19 @@ def test_adam_multilevel_trains():
         MultilevelConfig(levels=2),
     )
     assert torch.isfinite(torch.tensor(result.history["train_loss"].to_numpy())).all()
+
+
+def test_a_layout_that_disagrees_with_the_parameters_is_rejected():
+    class WrongLayout(MLP):
+        def param_layout(self):
+            layout = super().param_layout()
+            layout["linears.1.weight"] = layout["linears.0.weight"]  # rows are hidden1, not hidden0
+            return layout
+
+    with pytest.raises(ValueError, match=r"linears\.1\.weight: axis 0 should have 16 units"):
+        train(
+            WrongLayout(12, [16, 8], 4),
+            _data(),
+            TrainConfig(epochs=1.0, batch_size=32),
+            MultilevelConfig(levels=2),
+        )

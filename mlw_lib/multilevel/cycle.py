@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .config import MultilevelConfig
-from .groups import WidthModel
+from .groups import WidthModel, check_layout
 from .hierarchy import Transition, build_model, check_depth, match_model, reweight
 from .objective import Level, LossFn, Tensors, no_tau, objective
 from .operators import GroupTransfer
@@ -66,6 +66,7 @@ class FASCycle:
     ) -> None:
         if len(lrs) != config.levels:
             raise ValueError(f"need one learning rate per level ({config.levels}), got {len(lrs)}")
+        check_layout(model)
         check_depth(model.group_sizes(), config.levels, config.ratio)
         self.config = config
         self.make_optimizer = make_optimizer
