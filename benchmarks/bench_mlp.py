@@ -57,8 +57,12 @@ SIZES = [784, 512, 256, 10]  # MLP in, hidden..., out
 BATCH_SIZE = 128
 LR = 0.05
 CHILD_MARKER = "BENCH_MLP_CHILD_RESULT "
-PHASES = ("smooth", "coarse", "tau", "transfer", "matching")
-OVERHEAD_PHASES = ("transfer", "tau", "matching")
+PHASES = ("smooth", "coarse", "tau_gradient", "tau", "transfer", "matching")
+# The target as written: everything that is not a smoothing or coarse step.
+OVERHEAD_PHASES = ("transfer", "tau_gradient", "tau", "matching")
+# The multilevel machinery: the same without tau's forward+backward passes, which are charged
+# work units like any step (their share is fixed by the algorithm, not by the code).
+MACHINERY_PHASES = ("transfer", "tau", "matching")
 
 # Targets (figure <= target unless stated).
 TARGET_EPOCH_RATIO = 1.5  # measured epoch / FLOP lower bound
@@ -461,6 +465,7 @@ def phase_table(result) -> dict:
         "level_widths": [level.model.group_sizes() for level in cycle.levels],
         "overhead_time_share": sum(seconds[p] for p in OVERHEAD_PHASES) / total_s,
         "overhead_work_share": sum(work[p] for p in OVERHEAD_PHASES) / total_wu,
+        "machinery_time_share": sum(seconds[p] for p in MACHINERY_PHASES) / total_s,
         # Time per WU on the coarse levels relative to the fine level: 1.0 = a coarse step
         # costs exactly its FLOP ratio; for 2 levels this equals
         # (s per coarse step / s per fine step) / levels[1].work, with the step counts
@@ -500,25 +505,30 @@ def print_vcycle(name: str, res: dict) -> None:
         f"test accuracy {res['test_accuracy']:.4f}"
     )
     print(
-        f"    {'phase':<9} {'seconds':>8} {'time %':>7} {'WU':>8} {'WU %':>6} "
+        f"    {'phase':<12} {'seconds':>8} {'time %':>7} {'WU':>8} {'WU %':>6} "
         f"{'ms/cycle':>9} {'ms/WU':>7}"
     )
     for p in PHASES:
         s, wu = res["seconds"][p], res["work_units"][p]
         per_wu = f"{1e3 * s / wu:7.2f}" if wu > 0 else f"{'-':>7}"
         print(
-            f"    {p:<9} {s:8.3f} {100 * s / res['total_s']:6.1f}% {wu:8.2f} "
+            f"    {p:<12} {s:8.3f} {100 * s / res['total_s']:6.1f}% {wu:8.2f} "
             f"{100 * wu / res['total_wu']:5.1f}% {1e3 * s / res['cycles']:9.2f} {per_wu}"
         )
     print(
-        f"    {'total':<9} {res['total_s']:8.3f} {100.0:6.1f}% {res['total_wu']:8.2f} "
+        f"    {'total':<12} {res['total_s']:8.3f} {100.0:6.1f}% {res['total_wu']:8.2f} "
         f"{100.0:5.1f}% {1e3 * res['total_s'] / res['cycles']:9.2f}"
     )
-    share = res["overhead_time_share"]
+    share, machinery = res["overhead_time_share"], res["machinery_time_share"]
     print(
-        f"    transfer + tau + matching: {100 * share:.1f}% of the time (target <= "
-        f"{100 * TARGET_OVERHEAD_SHARE:.0f}%: {verdict(share <= TARGET_OVERHEAD_SHARE)}), "
-        f"{100 * res['overhead_work_share']:.1f}% of the charged work"
+        f"    transfer + tau (incl. its gradients) + matching: {100 * share:.1f}% of the time "
+        f"(target <= {100 * TARGET_OVERHEAD_SHARE:.0f}%: "
+        f"{verdict(share <= TARGET_OVERHEAD_SHARE)}), {100 * res['overhead_work_share']:.1f}% "
+        f"of the charged work"
+    )
+    print(
+        f"    machinery (transfer + tau without its gradient passes + matching): "
+        f"{100 * machinery:.1f}% of the time ({verdict(machinery <= TARGET_OVERHEAD_SHARE)})"
     )
     factor = res["coarse_cost_factor"]
     if "coarse_time_ratio" in res:
@@ -542,10 +552,10 @@ def within(factor: float, limit: float = TARGET_COARSE_FACTOR) -> bool:
 
 def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict:
     """Seconds per optimizer step on each level of a trained hierarchy, as FASCycle._smooth
-    does it (objective with the level's tau, backward, step, loss record), interleaved across
-    levels in rounds, best round. Also the same step without the tau linear term, and with
-    v subtracted from the gradients after backward (same gradient, no autograd term)."""
-    from mlw_lib.multilevel.objective import no_tau, objective
+    does it (`objective_backward`: loss, backward, grad -= v; step; loss record), interleaved
+    across levels in rounds, best round. Also the same step without the tau linear term, and
+    with the linear term -<v, x> backpropagated as a loss term (same gradient)."""
+    from mlw_lib.multilevel.objective import no_tau, objective, objective_backward
     from mlw_lib.training import classification_loss
 
     levels = result.cycle.levels
@@ -557,8 +567,7 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
 
     def library_step(level, batch) -> None:
         level.optimizer.zero_grad(set_to_none=True)
-        total, plain = objective(level, batch, classification_loss)
-        total.backward()
+        plain = objective_backward(level, batch, classification_loss)
         level.optimizer.step()
         level.record_loss(plain)
 
@@ -569,19 +578,14 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
         finally:
             level.tau = tau
 
-    def grad_sub_step(level, batch) -> None:
+    def loss_term_step(level, batch) -> None:
         level.optimizer.zero_grad(set_to_none=True)
-        plain = classification_loss(level.model, batch)
-        plain.backward()
-        v = level.tau(batch)
-        if v is not None:
-            with torch.no_grad():
-                for name, p in level.model.named_parameters():
-                    p.grad.sub_(v[name])
+        total, plain = objective(level, batch, classification_loss)
+        total.backward()
         level.optimizer.step()
         level.record_loss(plain)
 
-    variants = {"library": library_step, "no_tau": no_tau_step, "grad_sub": grad_sub_step}
+    variants = {"library": library_step, "no_tau": no_tau_step, "loss_term": loss_term_step}
     steps, rounds = (5, 8) if quick else (5, 40)  # short samples: more chances of a quiet one
     times = {(l.index, v): [] for l in levels for v in variants}
     for _ in range(rounds):
@@ -617,7 +621,7 @@ def print_microbenchmark(micro: dict) -> None:
     )
     print(
         f"    {'level':<6} {'widths':<10} {'FLOP ratio':>10} {'ms/step':>8} {'time ratio':>10}"
-        f" {'factor':>7}   {'no-tau term':>11} {'factor':>7}   {'tau as grad-sub':>15} "
+        f" {'factor':>7}   {'no-tau term':>11} {'factor':>7}   {'tau as loss term':>16} "
         f"{'factor':>7}"
     )
     for index, row in micro.items():
@@ -630,13 +634,13 @@ def print_microbenchmark(micro: dict) -> None:
         if "no_tau_step_s" in row:
             line += (
                 f"   {1e3 * row['no_tau_step_s']:8.3f} ms {row['no_tau_factor']:6.2f}x   "
-                f"{1e3 * row['grad_sub_step_s']:12.3f} ms {row['grad_sub_factor']:6.2f}x"
+                f"{1e3 * row['loss_term_step_s']:13.3f} ms {row['loss_term_factor']:6.2f}x"
             )
         print(line)
     print(
         "    factor = (s per step on the level / s per fine step) / FLOP ratio; target within "
         f"{TARGET_COARSE_FACTOR}x. 'no-tau term' drops -<v,x> from the objective (wrong maths, "
-        "shows its cost); 'tau as grad-sub' applies the same v as grad -= v after backward."
+        "shows its cost); 'tau as loss term' backpropagates -<v,x> instead of grad -= v."
     )
 
 
@@ -786,13 +790,13 @@ def summary_rows(single: dict, vcycles: dict, micro: dict, mem: dict) -> list[di
     ratio_call, ratio_steps = single["ratio_call_to_bound"], single["ratio_steps_to_bound"]
     rows = [
         row(
-            "(a) train() epoch, whole call / FLOP bound (MLP-GEMM rate)",
+            "(a) train() call incl. set-up and test eval / FLOP bound",
             f"{ratio_call:.2f}x",
-            epoch,
-            epoch_status(ratio_call),
+            "-",
+            "info",
         ),
         row(
-            "(a) train() epoch, training steps only / FLOP bound",
+            "(a) one epoch (train() training steps) / FLOP bound",
             f"{ratio_steps:.2f}x",
             epoch,
             epoch_status(ratio_steps),
@@ -812,15 +816,21 @@ def summary_rows(single: dict, vcycles: dict, micro: dict, mem: dict) -> list[di
     ]
     share_target = f"<= {100 * TARGET_OVERHEAD_SHARE:.0f}%"
     for name, res in vcycles.items():
-        share = res["overhead_time_share"]
-        rows.append(
-            row(
-                f"(b) {name}: transfer+tau+matching time share",
-                f"{100 * share:.1f}%",
-                share_target,
-                verdict(share <= TARGET_OVERHEAD_SHARE),
+        for key, what in (
+            ("overhead_time_share", "transfer+tau+matching"),
+            ("machinery_time_share", "machinery (no tau grads)"),
+        ):
+            if key == "machinery_time_share" and res["tau"] == "none":
+                continue  # identical to the row above
+            share = res[key]
+            rows.append(
+                row(
+                    f"(b) {name}: {what} time share",
+                    f"{100 * share:.1f}%",
+                    share_target,
+                    verdict(share <= TARGET_OVERHEAD_SHARE),
+                )
             )
-        )
     coarse_target = f"within {TARGET_COARSE_FACTOR}x"
     for name, res in vcycles.items():
         factor = res["coarse_cost_factor"]

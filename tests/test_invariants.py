@@ -23,7 +23,13 @@ from mlw_lib.multilevel import (
     restrict_params,
 )
 from mlw_lib.multilevel.matching import max_pairs_for, similarity_matrix
-from mlw_lib.multilevel.objective import Level, loss_gradient, objective_gradient
+from mlw_lib.multilevel.objective import (
+    Level,
+    loss_gradient,
+    objective,
+    objective_backward,
+    objective_gradient,
+)
 from mlw_lib.multilevel.state import named_state
 from mlw_lib.multilevel.tau import make_tau
 from mlw_lib.multilevel.work import WorkMeter
@@ -175,6 +181,29 @@ def test_first_order_coherence_cycle_tau(convention, fine_has_tau, seed):
     )
     for name in expected:
         torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_step_gradient_is_autograd_of_the_objective(convention):
+    """The optimizer's gradient (objective_backward: grad loss, then -v fused) equals autograd
+    of F_c = loss - <v, x> with the linear term as a loss term, and at x_c0 it is the
+    restricted fine gradient (coherence of the gradient the coarse steps really use)."""
+    fine, coarse, transition, batches, meter = _coherence_setup(1, convention, "minibatch", True)
+    for batch in batches:
+        total, _ = objective(coarse, batch, classification_loss)
+        names, params = zip(*coarse.model.named_parameters(), strict=True)
+        autograd = dict(zip(names, torch.autograd.grad(total, params), strict=True))
+        coarse.model.zero_grad(set_to_none=True)
+        objective_backward(coarse, batch, classification_loss)
+        expected = restrict_gradients(
+            objective_gradient(fine, [batch], classification_loss, meter),
+            fine.model.param_layout(),
+            transition.transfers,
+            convention,
+        )
+        for name, p in coarse.model.named_parameters():
+            torch.testing.assert_close(p.grad, autograd[name], rtol=0, atol=1e-9)
+            torch.testing.assert_close(p.grad, expected[name], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)

@@ -58,9 +58,10 @@ class MLP(WidthModel):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for linear in self.linears[:-1]:
+        *hidden, head = self.linears  # unpacking, not slicing: a slice builds a new ModuleList
+        for linear in hidden:
             x = self.dropout(self.activation(linear(x)))
-        return self.linears[-1](x)
+        return head(x)
 
     def group_sizes(self) -> dict[str, int]:
         return {f"hidden{i}": w for i, w in enumerate(self.config["hidden"])}

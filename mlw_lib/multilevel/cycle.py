@@ -26,7 +26,7 @@ import torch
 from .config import MultilevelConfig
 from .groups import WidthModel, check_layout
 from .hierarchy import Transition, build_model, check_depth, match_model, reweight
-from .objective import Level, LossFn, Tensors, no_tau, objective
+from .objective import Level, LossFn, Tensors, no_tau, objective_backward
 from .operators import GroupTransfer
 from .state import correct_state, load_named_state, named_state, restrict_state
 from .tau import make_tau
@@ -120,8 +120,7 @@ class FASCycle:
             for _ in range(passes):
                 for batch in batches:
                     level.optimizer.zero_grad(set_to_none=True)
-                    total, plain = objective(level, batch, self.loss_fn)
-                    total.backward()
+                    plain = objective_backward(level, batch, self.loss_fn)
                     level.optimizer.step()
                     level.record_loss(plain)
                     self.meter.charge(level.work, phase)

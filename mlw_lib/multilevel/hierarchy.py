@@ -35,7 +35,7 @@ def unit_weights(features: torch.Tensor, kind: str) -> torch.Tensor:
     """omega: (n, f) -> (n,), feature norms (floored) or ones."""
     if kind == "uniform":
         return torch.ones(features.shape[0], dtype=torch.float64, device=features.device)
-    norms = features.detach().to(torch.float64).norm(dim=1)
+    norms = features.detach().norm(dim=1).to(torch.float64)
     return norms.clamp_min(1e-8 * float(norms.max().clamp_min(1e-30)))
 
 

@@ -35,8 +35,11 @@ class Matching:
 
 
 def similarity_matrix(features: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """Pairwise unit similarity, (n, f) -> (n, n), diagonal set to -inf."""
-    feats = features.detach().to(torch.float64)
+    """Pairwise unit similarity, (n, f) -> (n, n), diagonal set to -inf; computed in the
+    features' precision (at least float32)."""
+    feats = features.detach()
+    if feats.dtype not in (torch.float32, torch.float64):
+        feats = feats.float()
     if kind == "cosine":
         unit = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
         sim = unit @ unit.T
@@ -59,26 +62,33 @@ def max_pairs_for(n_fine: int, ratio: float) -> int:
 
 
 def mutual_best_pairs(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
-    """Deterministic: pair i, j when each is the other's best free neighbour; repeat."""
-    s = sim.clone()
-    n = s.shape[0]
-    free = torch.ones(n, dtype=torch.bool, device=s.device)
-    pairs: list[tuple[int, int]] = []
-    while len(pairs) < max_pairs and int(free.sum()) >= 2:
-        masked = s.masked_fill(~free.unsqueeze(0), float("-inf"))
-        masked = masked.masked_fill(~free.unsqueeze(1), float("-inf"))
-        best_sim, best = masked.max(dim=1)
-        idx = torch.arange(n, device=s.device)
-        mutual = free & (best[best] == idx) & (idx < best) & (best_sim > 0)
-        found = idx[mutual]
+    """Deterministic: pair i, j when each is the other's best free neighbour; repeat.
+
+    Each round works on the similarity among the still-free units only and commits all its
+    mutual pairs at once (they are disjoint), strongest first, up to `max_pairs`.
+    """
+    free = torch.arange(sim.shape[0], device=sim.device)  # global indices, increasing
+    found_i, found_j = [], []
+    n_pairs = 0
+    while n_pairs < max_pairs and free.numel() >= 2:
+        best_sim, best = sim[free][:, free].max(dim=1)
+        local = torch.arange(free.numel(), device=sim.device)
+        mutual = (best[best] == local) & (local < best) & (best_sim > 0)
+        found = local[mutual]
         if found.numel() == 0:
             break
         order = torch.argsort(best_sim[found], descending=True, stable=True)
-        for i in found[order].tolist()[: max_pairs - len(pairs)]:
-            j = int(best[i])
-            pairs.append((i, j))
-            free[i] = free[j] = False
-    return pairs
+        take = found[order][: max_pairs - n_pairs]
+        found_i.append(free[take])
+        found_j.append(free[best[take]])
+        n_pairs += take.numel()
+        keep = torch.ones_like(free, dtype=torch.bool)
+        keep[take] = False
+        keep[best[take]] = False
+        free = free[keep]
+    if not found_i:
+        return []
+    return list(zip(torch.cat(found_i).tolist(), torch.cat(found_j).tolist(), strict=True))
 
 
 def greedy_pairs(sim: torch.Tensor, max_pairs: int, seed: int) -> list[tuple[int, int]]:

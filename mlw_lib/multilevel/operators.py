@@ -25,7 +25,8 @@ class GroupTransfer:
     assign: torch.Tensor
     weights: torch.Tensor
     n_coarse: int
-    coarse_weight: torch.Tensor = field(init=False, repr=False)
+    coarse_weight: torch.Tensor = field(init=False, repr=False)  # d = A w, (n_c,)
+    share: torch.Tensor = field(init=False, repr=False)  # w_i / d_assign[i], (n_f,)
 
     def __post_init__(self) -> None:
         if self.assign.shape != self.weights.shape or self.assign.dim() != 1:
@@ -35,6 +36,7 @@ class GroupTransfer:
         self.coarse_weight = torch.zeros(
             self.n_coarse, dtype=self.weights.dtype, device=self.weights.device
         ).index_add_(0, self.assign, self.weights)
+        self.share = self.weights / self.coarse_weight.index_select(0, self.assign)
 
     @property
     def n_fine(self) -> int:
@@ -54,9 +56,10 @@ class GroupTransfer:
         return fine.new_zeros(shape).index_add_(dim, self.assign, fine)
 
     def average(self, fine: torch.Tensor, dim: int = 0) -> torch.Tensor:
-        """Q x: w-weighted average of the fine units of each coarse unit (n_f -> n_c)."""
-        coarse = self.sum(fine * self._along(self.weights, fine, dim), dim)
-        return coarse / self._along(self.coarse_weight, coarse, dim)
+        """Q x: w-weighted average of the fine units of each coarse unit (n_f -> n_c).
+
+        Q = diag(1/d) A diag(w) = A diag(share), so one scaling and one sum."""
+        return self.sum(fine * self._along(self.share, fine, dim), dim)
 
     def copy(self, coarse: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """A^T y: every fine unit gets its coarse unit's entries (n_c -> n_f)."""
@@ -64,9 +67,8 @@ class GroupTransfer:
 
     def split(self, coarse: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Q^T y: fine unit i gets w_i / d_c of its coarse unit's entries (n_c -> n_f)."""
-        share = self.weights / self.coarse_weight.index_select(0, self.assign)
         fine = self.copy(coarse, dim)
-        return fine * self._along(share, fine, dim)
+        return fine * self._along(self.share, fine, dim)
 
     def to(self, device: torch.device | str) -> GroupTransfer:
         return GroupTransfer(self.assign.to(device), self.weights.to(device), self.n_coarse)

@@ -33,9 +33,10 @@ def tau_vector(
     meter: WorkMeter,
 ) -> Tensors:
     """v = s (grad loss_c(x_c0; B) - P^T grad F_f(x; B)); `coarse_at_start` holds x_c0."""
-    fine_grad = objective_gradient(fine, batches, loss_fn, meter)
-    coarse_grad = loss_gradient(coarse_at_start, batches, loss_fn)
-    meter.charge(coarse_work * len(batches))
+    with meter.phase("tau_gradient"):
+        fine_grad = objective_gradient(fine, batches, loss_fn, meter)
+        coarse_grad = loss_gradient(coarse_at_start, batches, loss_fn)
+        meter.charge(coarse_work * len(batches))
     restricted = restrict_gradients(fine_grad, fine.model.param_layout(), transfers, convention)
     return {name: scale * (coarse_grad[name] - restricted[name]) for name in coarse_grad}
 

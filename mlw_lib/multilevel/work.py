@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-PHASES = ("smooth", "coarse", "tau", "transfer", "matching")
+# "tau_gradient": the forward+backward passes tau needs (charged WU); "tau": the rest of it.
+PHASES = ("smooth", "coarse", "tau_gradient", "tau", "transfer", "matching")
 
 
 def forward_backward_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
