@@ -83,7 +83,7 @@ def objective_backward(level: Level, batch: tuple, loss_fn: LossFn) -> torch.Ten
     v = level.tau(batch)
     if v is not None:
         grads = []
-        for name, p in level.named_parameters:
+        for _, p in level.named_parameters:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
