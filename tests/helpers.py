@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from mlw_lib.models import MLP
-from mlw_lib.multilevel import GroupTransfer, MultilevelConfig, WorkMeter, forward_backward_flops
+from mlw_lib.multilevel import (
+    GroupTransfer,
+    MultilevelConfig,
+    WorkMeter,
+    build_model,
+    forward_backward_flops,
+    match_model,
+    restrict_params,
+)
+from mlw_lib.multilevel.batchnorm import recalibrate
 from mlw_lib.multilevel.cycle import FASCycle
+from mlw_lib.multilevel.objective import Level
+from mlw_lib.multilevel.tau import make_tau
 from mlw_lib.training import classification_loss
+
+REPO = Path(__file__).resolve().parent.parent
+MIRROR = Path(os.environ.get("MLW_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
+
+
+def no_network(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Stand-in for `sources.download_file`: tests never download."""
+    raise OSError(f"network disabled in tests ({url})")
 
 
 def random_pairing(n_coarse: int, n_fine: int, generator: torch.Generator) -> torch.Tensor:
@@ -60,3 +82,41 @@ def make_cycle(
         meter,
         lambda m: forward_backward_flops(m, example, classification_loss) / meter.flops_per_wu,
     )
+
+
+def restricted_levels(
+    fine_model, batches, convention: str, tau_mode: str, seed: int = 0, v_fine=None
+):
+    """(fine Level, coarse Level at x_c0 = R x with its tau on `batches`, transition, meter).
+
+    `v_fine` gives the fine level a linear term of its own (a level that is itself coarse);
+    BatchNorm statistics of the coarse net are recalibrated on `batches`.
+    """
+    meter = WorkMeter(1.0)
+    fine = Level(0, fine_model, torch.optim.SGD(fine_model.parameters(), lr=0.1), 0.1, 1.0)
+    if v_fine is not None:
+        fine.tau = lambda batch: v_fine
+    config = MultilevelConfig(levels=2, convention=convention, tau=tau_mode)
+    transition = match_model(fine_model, config, level=0, seed=seed)
+    coarse_model = build_model(fine_model, transition.coarse_sizes())
+    layout = fine_model.param_layout()
+    x_c0 = restrict_params(
+        dict(fine_model.named_parameters()), layout, transition.transfers, convention
+    )
+    with torch.no_grad():
+        for name, p in coarse_model.named_parameters():
+            p.copy_(x_c0[name])
+    recalibrate(coarse_model, batches, classification_loss)
+    coarse = Level(1, coarse_model, torch.optim.SGD(coarse_model.parameters(), lr=0.1), 0.1, 0.5)
+    coarse.tau = make_tau(
+        tau_mode,
+        fine,
+        coarse,
+        batches,
+        transition.transfers,
+        convention,
+        1.0,
+        classification_loss,
+        meter,
+    )
+    return fine, coarse, transition, meter

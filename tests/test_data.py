@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import MIRROR, no_network
 
 from mlw_lib.data import (
     MNIST_SPEC,
@@ -28,8 +28,6 @@ from mlw_lib.data import (
     sources,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-MIRROR = Path(os.environ.get("MLW_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
 MNIST_FILES = [f.path for f in MNIST_SPEC.files]
 HAVE_MIRROR = all((MIRROR / p).is_file() for p in MNIST_FILES)
 needs_mirror = pytest.mark.skipif(
@@ -40,24 +38,6 @@ needs_mirror = pytest.mark.skipif(
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 
 
-def _no_network(url: str, dest: Path, timeout: float = 60.0) -> None:
-    raise OSError(f"network disabled in tests ({url})")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "download_file", _no_network)
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty data root, with the shared mirror configured."""
-    path = tmp_path / "data"
-    monkeypatch.setenv("MLW_DATA_ROOT", str(path))
-    monkeypatch.setenv("MLW_DATA_MIRROR", str(MIRROR))
-    return path
-
-
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> InMemoryDataset:
     """Full MNIST loaded once from the mirror (shared by comparisons)."""
@@ -66,7 +46,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> InMemoryDataset:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLW_DATA_ROOT", str(tmp_path_factory.mktemp("full") / "data"))
         mp.setenv("MLW_DATA_MIRROR", str(MIRROR))
-        mp.setattr(sources, "download_file", _no_network)
+        mp.setattr(sources, "download_file", no_network)
         return load_mnist()
 
 
@@ -194,11 +174,9 @@ def test_non_integer_subset(root: Path) -> None:
 
 
 def test_offline_without_data_names_the_fix(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, empty_mirror: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    empty = tmp_path / "empty_mirror"
-    empty.mkdir()
-    monkeypatch.setenv("MLW_DATA_MIRROR", str(empty))
+    empty = empty_mirror
     with pytest.raises(DataUnavailableError) as err:
         load_mnist()
     msg = str(err.value)
@@ -267,7 +245,7 @@ def test_download_path_and_its_provenance(root: Path, monkeypatch: pytest.Monkey
     assert ds.info.source == "download" and ds.info.origin == f"download:{base}"
     assert sorted(fetched) == sorted(base + Path(p).name for p in MNIST_FILES)
 
-    monkeypatch.setattr(sources, "download_file", _no_network)
+    monkeypatch.setattr(sources, "download_file", no_network)
     again = load_mnist(train_subset=100, test_subset=100)
     assert (again.info.source, again.info.origin) == ("cache", f"download:{base}")
     record = json.loads((root / "MNIST/raw/provenance.json").read_text())["files"]

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from helpers import make_cycle, random_transfer, toy_data
+from helpers import make_cycle, random_transfer, restricted_levels, toy_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,15 +24,12 @@ from mlw_lib.multilevel import (
 )
 from mlw_lib.multilevel.matching import max_pairs_for, similarity_matrix
 from mlw_lib.multilevel.objective import (
-    Level,
     loss_gradient,
     objective,
     objective_backward,
     objective_gradient,
 )
 from mlw_lib.multilevel.state import named_state
-from mlw_lib.multilevel.tau import make_tau
-from mlw_lib.multilevel.work import WorkMeter
 from mlw_lib.training import classification_loss
 
 CONVENTIONS = ["sum_avg", "avg_sum"]
@@ -132,37 +129,14 @@ def _coherence_setup(seed, convention, tau_mode, fine_has_tau):
     fine_model = MLP(7, widths, 3, "tanh").double()
     x, y = toy_data(48, 7, 3, seed)
     batches = [(x[i : i + 16], y[i : i + 16]) for i in (0, 16, 32)]
-    meter = WorkMeter(1.0)
-    fine = Level(0, fine_model, torch.optim.SGD(fine_model.parameters(), lr=0.1), 0.1, 1.0)
+    v_fine = None
     if fine_has_tau:  # a level that is itself coarse: F = loss - <v, x> with v != 0
         v_fine = {
             n: torch.randn(p.shape, generator=g, dtype=torch.float64)
             for n, p in fine_model.named_parameters()
         }
-        fine.tau = lambda batch: v_fine
-    config = MultilevelConfig(levels=2, convention=convention, tau=tau_mode)
-    transition = match_model(fine_model, config, level=0, seed=seed)
-    coarse_model = build_model(fine_model, transition.coarse_sizes())
-    x_c0 = restrict_params(
-        dict(fine_model.named_parameters()),
-        fine_model.param_layout(),
-        transition.transfers,
-        convention,
-    )
-    with torch.no_grad():
-        for name, p in coarse_model.named_parameters():
-            p.copy_(x_c0[name])
-    coarse = Level(1, coarse_model, torch.optim.SGD(coarse_model.parameters(), lr=0.1), 0.1, 0.5)
-    coarse.tau = make_tau(
-        tau_mode,
-        fine,
-        coarse,
-        batches,
-        transition.transfers,
-        convention,
-        1.0,
-        classification_loss,
-        meter,
+    fine, coarse, transition, meter = restricted_levels(
+        fine_model, batches, convention, tau_mode, seed, v_fine
     )
     return fine, coarse, transition, batches, meter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 SOURCES = ("cache", "mirror", "download")
@@ -17,6 +18,9 @@ class DatasetInfo:
     "download"); `origin` is where they originally came from ("mirror:<abs path>",
     "download:<url>", or "local:<data root>" for files found there without a record).
     `files` maps each file's path relative to the data root to its verified md5.
+    `full_train`/`full_test` are the sizes of the file set loaded from (a subset is its first
+    examples). `variant` names that file set when a dataset has several (e.g. "full official");
+    `partial` marks a file set that holds only part of the official dataset.
     """
 
     name: str
@@ -27,6 +31,8 @@ class DatasetInfo:
     n_test: int = 0
     full_train: int = 0
     full_test: int = 0
+    variant: str = ""
+    partial: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -34,27 +40,31 @@ class DatasetInfo:
 
     @property
     def is_subset(self) -> bool:
-        """True when fewer than all train or test examples are loaded."""
-        return self.n_train < self.full_train or self.n_test < self.full_test
+        """True when fewer than all official train or test examples are loaded."""
+        return self.partial or self.n_train < self.full_train or self.n_test < self.full_test
 
     def describe(self) -> str:
         """One human-readable line, e.g. `MNIST (full: 60000 train / 10000 test) from mirror
-        /work/shared/datasets, md5-verified`."""
-        if self.is_subset:
+        /work/shared/datasets, md5-verified`; with a variant, e.g. `CIFAR-10 subset 5,170/1,017
+        from the offline mirror (5170 train / 1017 test) from mirror ..., md5-verified`."""
+        if self.n_train < self.full_train or self.n_test < self.full_test:
             size = (
                 f"subset: first {self.n_train}/{self.full_train} train"
                 f" / {self.n_test}/{self.full_test} test"
             )
+        elif self.partial:  # the variant says which part
+            size = f"{self.n_train} train / {self.n_test} test"
         else:
             size = f"full: {self.n_train} train / {self.n_test} test"
+        label = f"{self.name} {self.variant}" if self.variant else self.name
         where = _origin_words(self.origin)
         if self.source == "cache":
             where = f"cache (originally {where})"
-        return f"{self.name} ({size}) from {where}, md5-verified"
+        return f"{label} ({size}) from {where}, md5-verified"
 
     def as_tags(self) -> dict[str, str]:
-        """Flat string dict for MLflow tags."""
-        return {
+        """Flat string dict for MLflow tags (`data_variant` only when the dataset has one)."""
+        tags = {
             "data_name": self.name,
             "data_source": self.source,
             "data_origin": self.origin,
@@ -62,6 +72,20 @@ class DatasetInfo:
             "n_train": str(self.n_train),
             "n_test": str(self.n_test),
         }
+        if self.variant:
+            tags["data_variant"] = self.variant
+        return tags
+
+
+def subset_size(name: str, value: int | None, full: int) -> int:
+    """`value` checked as a subset size of a dataset with `full` examples; None means `full`."""
+    if value is None:
+        return full
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if not 0 < value <= full:
+        raise ValueError(f"{name} must satisfy 0 < {name} <= {full} (or be None), got {value}")
+    return int(value)
 
 
 def _origin_words(origin: str) -> str:
@@ -75,7 +99,7 @@ class InMemoryDataset:
     """A whole dataset held as tensors on one device.
 
     Shapes: `x_train` (N_train, ...) float32, `y_train` (N_train,) int64, `x_test`
-    (N_test, ...) float32, `y_test` (N_test,) int64.
+    (N_test, ...) float32, `y_test` (N_test,) int64. `classes[k]` names label k.
     """
 
     x_train: torch.Tensor
@@ -83,6 +107,7 @@ class InMemoryDataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     info: DatasetInfo
+    classes: tuple[str, ...] = ()
 
     @property
     def n_train(self) -> int:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset
-from mlw_lib.data.sources import DataFile, DatasetSpec, ensure_files
+from mlw_lib.data.dataset import InMemoryDataset
+from mlw_lib.data.idx import IdxDataset, load_idx_dataset, read_idx
+from mlw_lib.data.sources import DataFile, DatasetSpec
 
 # The official files, their md5s and download locations (as listed by torchvision.datasets.MNIST).
 _MNIST_BASE_URLS = (
@@ -34,56 +31,17 @@ MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
-_IMAGE_SHAPE = (28, 28)
+MNIST = IdxDataset(
+    name="MNIST",
+    specs=(MNIST_SPEC,),
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+    classes=tuple(str(digit) for digit in range(10)),
+    train_size=MNIST_TRAIN_SIZE,
+    test_size=MNIST_TEST_SIZE,
+)
 
-
-def read_idx(path: Path, count: int | None = None) -> np.ndarray:
-    """Read an idx file of uint8 (gzipped if the name ends in .gz) into a writable array.
-
-    Returns shape (N, *dims) as in the header, or only the first `count` items.
-    """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        magic = f.read(4)
-        if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
-            raise ValueError(f"{path}: not a uint8 idx file (magic {magic.hex()})")
-        ndim = magic[3]
-        dims = [int(d) for d in np.frombuffer(f.read(4 * ndim), dtype=">u4")]
-        if len(dims) != ndim or ndim == 0:
-            raise ValueError(f"{path}: truncated idx header")
-        if count is not None:
-            dims[0] = min(count, dims[0])
-        out = np.empty(dims, dtype=np.uint8)
-        view = memoryview(out).cast("B")
-        filled = 0
-        while filled < len(view):
-            n = f.readinto(view[filled:])
-            if not n:
-                raise ValueError(f"{path}: truncated idx data ({filled} of {len(view)} bytes)")
-            filled += n
-    return out
-
-
-def _subset_size(name: str, value: int | None, full: int) -> int:
-    if value is None:
-        return full
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
-    if not 0 < value <= full:
-        raise ValueError(f"{name} must satisfy 0 < {name} <= {full} (or be None), got {value}")
-    return int(value)
-
-
-def _images(path: Path, n: int, device: torch.device, flatten: bool) -> torch.Tensor:
-    """(n, 784) or (n, 1, 28, 28) float32 normalized as (x/255 - mean)/std."""
-    raw = torch.from_numpy(read_idx(path, n)).to(device)
-    x = raw.to(torch.float32).div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)
-    return x.reshape(n, -1) if flatten else x.reshape(n, 1, *_IMAGE_SHAPE)
-
-
-def _labels(path: Path, n: int, device: torch.device) -> torch.Tensor:
-    """(n,) int64."""
-    return torch.from_numpy(read_idx(path, n).astype(np.int64)).to(device)
+__all__ = ["MNIST", "MNIST_SPEC", "load_mnist", "read_idx"]
 
 
 def load_mnist(
@@ -97,25 +55,4 @@ def load_mnist(
     Pixels are normalized as `(x/255 - 0.1307)/0.3081`. A subset is the first N examples.
     Files come from the data root, `$MLW_DATA_MIRROR`, or the official URLs (md5-verified).
     """
-    n_train = _subset_size("train_subset", train_subset, MNIST_TRAIN_SIZE)
-    n_test = _subset_size("test_subset", test_subset, MNIST_TEST_SIZE)
-    device = torch.device(device)
-    fetched = ensure_files(MNIST_SPEC)
-    p = {Path(rel).name: path for rel, path in fetched.paths.items()}
-    info = DatasetInfo(
-        name=MNIST_SPEC.name,
-        source=fetched.source,
-        origin=fetched.origin,
-        files=dict(fetched.md5s),
-        n_train=n_train,
-        n_test=n_test,
-        full_train=MNIST_TRAIN_SIZE,
-        full_test=MNIST_TEST_SIZE,
-    )
-    return InMemoryDataset(
-        x_train=_images(p["train-images-idx3-ubyte.gz"], n_train, device, flatten),
-        y_train=_labels(p["train-labels-idx1-ubyte.gz"], n_train, device),
-        x_test=_images(p["t10k-images-idx3-ubyte.gz"], n_test, device, flatten),
-        y_test=_labels(p["t10k-labels-idx1-ubyte.gz"], n_test, device),
-        info=info,
-    )
+    return load_idx_dataset(MNIST, train_subset, test_subset, device, flatten)

@@ -10,6 +10,7 @@ A dataset is declared once as a `DatasetSpec` (its files, their md5s and officia
 Each file's md5 is checked every time, whatever its source; a mismatch raises
 `ChecksumError` and a corrupt file is never used. Where each file originally came from is
 recorded in `provenance.json` next to the files, so a later cache hit still reports it.
+`ensure_first(specs)` does the same for a dataset with alternative file sets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import shutil
 import tempfile
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -184,6 +185,35 @@ def ensure_files(
         md5s={f.path: f.md5 for f in spec.files},
         origins=origins,
     )
+
+
+def ensure_first(
+    specs: Sequence[DatasetSpec],
+    root: Path | None = None,
+    mirror: Path | None = None,
+    allow_download: bool = True,
+) -> FetchResult:
+    """`ensure_files` on each alternative file set in order; the first complete one wins.
+
+    Each alternative goes through cache, mirror and its own download URLs before the next is
+    tried; `FetchResult.spec` says which one was used. An unavailable alternative falls
+    through, a checksum mismatch raises. When none is available, the `DataUnavailableError`
+    lists what each lacked (a single spec's error is raised unchanged).
+    """
+    if not specs:
+        raise ValueError("ensure_first needs at least one DatasetSpec")
+    errors: list[DataUnavailableError] = []
+    for spec in specs:
+        try:
+            return ensure_files(spec, root, mirror, allow_download)
+        except DataUnavailableError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    names = ", ".join(spec.name for spec in specs)
+    parts = [f"None of the {len(specs)} alternative file sets is available ({names}):"]
+    parts += [f"({i}) {exc}" for i, exc in enumerate(errors, 1)]
+    raise DataUnavailableError("\n".join(parts))
 
 
 # --- verification and copying -------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .batchnorm import BATCHNORM_MODES
 from .matching import MATCHING_METHODS, SIMILARITIES
 from .transfer import CONVENTIONS
 
@@ -35,6 +36,9 @@ class MultilevelConfig:
     correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
     state_damping: float = 1.0  # beta for the optimizer-state correction
     state_transfer: str = "restrict"  # "restrict" optimizer state, or "reset" it each cycle
+    batchnorm: str = "recalibrate"  # coarse BN statistics: "recalibrate" (train-mode pass on
+    # the tau minibatches) or "restrict" (approximate restriction of the fine statistics)
+    recalibrate_fine: bool = False  # also recalibrate the fine net's BN after each correction
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
     seed: int = 0  # seed of greedy matching and F-cycle noise
@@ -57,6 +61,11 @@ class MultilevelConfig:
         _choice("coarse_batches", self.coarse_batches, COARSE_BATCHES)
         _choice("tau", self.tau, TAU_MODES)
         _choice("state_transfer", self.state_transfer, STATE_TRANSFER)
+        _choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
+        if not isinstance(self.recalibrate_fine, bool):
+            raise ValueError(
+                f"recalibrate_fine must be True or False, got {self.recalibrate_fine!r}"
+            )
         if isinstance(self.ratio, bool) or not 0.0 < float(self.ratio) < 1.0:
             raise ValueError(f"ratio must lie in (0, 1) (n_coarse / n_fine), got {self.ratio!r}")
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):

@@ -7,11 +7,13 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
         if l == L-1:  return
         operators:    match (every M-th visit) or re-weight          A, omega -> R, P
         restrict:     x_c0 = R x_l,  m_c0 = R m_l                    (coarse start point)
+                      BatchNorm statistics: recalibrated on B_tau, or restricted
         tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on the
                       pre-smoothing minibatches B_tau
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are the
                       pre-smoothing ones, or fresh with coarse_batches="fresh")
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
+                      (optionally recalibrate the fine BatchNorm statistics on B_tau)
         post-smooth:  nu_post passes over k fresh minibatches
 
 One level (L = 1, nu_pre = 1) is plain training, step for step.
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
 from .config import MultilevelConfig
 from .groups import WidthModel, check_layout
 from .hierarchy import Transition, build_model, check_depth, match_model, reweight
@@ -31,7 +34,7 @@ from .operators import GroupTransfer
 from .state import correct_state, load_named_state, named_state, restrict_state
 from .tau import make_tau
 from .transfer import prolong, restrict_params
-from .work import WorkMeter, matching_flops, transfer_flops
+from .work import FORWARD_SHARE, WorkMeter, matching_flops, transfer_flops
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
 Work = Callable[[WidthModel], float]
@@ -82,7 +85,7 @@ class FASCycle:
         self.transitions: list[Transition | None] = [None] * (config.levels - 1)
         self.visits = [0] * (config.levels - 1)
         self.cycles_done = 0
-        self._start: dict[int, tuple[Tensors, dict]] = {}
+        self._start: dict[int, tuple[Tensors, dict, list[tuple]]] = {}
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
@@ -129,7 +132,7 @@ class FASCycle:
 
     # -------------------------------------------------------------------- down and up
     def _descend(self, l: int, tau_batches: Sequence[tuple] | None) -> None:
-        """Operators, x_c0 = R x, m_c0 = R m, and the coarse linear term v_{l+1}."""
+        """Operators, x_c0 = R x, m_c0 = R m, BN statistics, the coarse linear term v_{l+1}."""
         fine = self.levels[l]
         with self.meter.phase("matching"):
             transition = self._transition(l)
@@ -148,7 +151,12 @@ class FASCycle:
                 )
             load_named_state(coarse.optimizer, coarse.model, _clone_state(m_c0))
             self.meter.charge_flops(2 * transfer_flops(x_c0))
-            self._start[l + 1] = (x_c0, m_c0)
+        batches = list(tau_batches) if tau_batches is not None else []
+        if batchnorm_layers(coarse.model):
+            if not batches:  # nested iteration has no pre-smoothing batches
+                batches = self._batches(None)
+            self._running_statistics(fine, coarse, transition, batches)
+        self._start[l + 1] = (x_c0, m_c0, batches)
         if tau_batches is None:
             coarse.tau = no_tau
             return
@@ -168,7 +176,7 @@ class FASCycle:
     def _correct(self, l: int) -> None:
         """x_l += alpha P(x_c - x_c0); optimizer state likewise with beta."""
         fine, coarse = self.levels[l], self.levels[l + 1]
-        x_c0, m_c0 = self._start.pop(l + 1)
+        x_c0, m_c0, batches = self._start.pop(l + 1)
         layout, transfers = fine.model.param_layout(), self.transitions[l].transfers
         with self.meter.phase("transfer"), torch.no_grad():
             delta = {name: p - x_c0[name] for name, p in coarse.model.named_parameters()}
@@ -186,6 +194,27 @@ class FASCycle:
                     self.config.state_damping,
                 )
             self.meter.charge_flops(2 * transfer_flops(fine_delta))
+        if self.config.recalibrate_fine and batches and batchnorm_layers(fine.model):
+            with self.meter.phase("recalibration"):
+                recalibrate(fine.model, batches, self.loss_fn)
+                self.meter.charge(fine.work * FORWARD_SHARE * len(batches))
+
+    def _running_statistics(
+        self, fine: Level, coarse: Level, transition: Transition, batches: list[tuple]
+    ) -> None:
+        """BatchNorm statistics of the coarse net at x_c0 (DESIGN.md §4.6)."""
+        with self.meter.phase("recalibration"):
+            if self.config.batchnorm == "recalibrate":
+                recalibrate(coarse.model, batches, self.loss_fn)
+                self.meter.charge(coarse.work * FORWARD_SHARE * len(batches))
+            else:
+                restrict_running_stats(
+                    fine.model,
+                    coarse.model,
+                    fine.model.param_layout(),
+                    transition.transfers,
+                    self.config.convention,
+                )
 
     # ------------------------------------------------------------- hierarchy upkeep
     def _transition(self, l: int) -> Transition:

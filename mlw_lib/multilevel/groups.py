@@ -21,6 +21,10 @@ class Role(enum.Enum):
 
     OUT = "out"  # the units' own rows: weight rows, biases (written by the unit)
     IN = "in"  # the units' outputs consumed by a later layer: weight columns
+    # Weight columns that consume the units *after* a normalisation that removes their scale
+    # (BatchNorm): a merged unit then carries each member's value, not their sum, so these
+    # columns sum on restriction in both conventions.
+    IN_NORMALIZED = "in_normalized"
     NORM = "norm"  # per-unit normalisation parameters (BN/LN gamma, beta): always averaged
 
 
@@ -60,6 +64,14 @@ class WidthModel(nn.Module, abc.ABC):
     def resized(self, sizes: dict[str, int]) -> WidthModel:
         """A freshly built model of the same architecture with the given group sizes."""
 
+    def tied_axes(self) -> list[tuple[str, list[tuple[str, int]]]]:
+        """Parameter axes that must carry the same group, or none: (what, [(param, axis)]).
+
+        E.g. every conv and BN that writes into or reads a residual stream. The hierarchy
+        checks them before coarsening. Default: none.
+        """
+        return []
+
     def unit_features(self, group: str) -> torch.Tensor:
         """Feature vector of every unit of `group` for matching: (n_units, n_features).
 
@@ -85,10 +97,25 @@ def units_first(tensor: torch.Tensor, binding: AxisBinding) -> torch.Tensor:
 
 
 def check_layout(model: WidthModel) -> None:
-    """Raise ValueError if the declared layout disagrees with the parameter shapes."""
+    """Raise ValueError if the declared layout disagrees with the parameter shapes, or if
+    axes that must share units (`tied_axes`) are bound to different groups."""
     sizes = model.group_sizes()
     params = dict(model.named_parameters())
-    for name, bindings in model.param_layout().items():
+    layout = model.param_layout()
+    for what, axes in model.tied_axes():
+        groups = {}
+        for name, axis in axes:
+            bound = [b.group for b in layout.get(name, ()) if b.axis == axis]
+            groups[f"{name} (axis {axis})"] = bound[0] if bound else None
+        if len(set(groups.values())) > 1:
+            listing = ", ".join(
+                f"{layer}: {group or 'not coarsened'}" for layer, group in groups.items()
+            )
+            raise ValueError(
+                f"inconsistent unit groups on {what}: these layers share its channels and must "
+                f"all be coarsened with one group (or none), but {listing}"
+            )
+    for name, bindings in layout.items():
         if name not in params:
             raise ValueError(f"layout names parameter {name!r}, which the model does not have")
         shape = params[name].shape

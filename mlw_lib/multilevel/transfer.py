@@ -12,9 +12,12 @@ Each axis binding resolves, under a convention, to one *kind*:
     "sum"      A (sum)    Q^T split  Q (average)
     "average"  Q          A^T copy   A (sum)
 
-    convention   Role.OUT    Role.IN     Role.NORM
-    sum_avg      sum         average     average
-    avg_sum      average     sum         average
+    convention   Role.OUT    Role.IN     Role.IN_NORMALIZED   Role.NORM
+    sum_avg      sum         average     sum                  average
+    avg_sum      average     sum         sum                  average
+
+(IN_NORMALIZED: columns reading units after BatchNorm, which undoes the OUT scaling, so a
+merged unit carries each member's value and the columns add up in both conventions.)
 
 Axes without a binding use the identity; parameters without bindings pass through unchanged.
 """
@@ -31,8 +34,18 @@ from .operators import GroupTransfer
 CONVENTIONS = ("sum_avg", "avg_sum")
 
 _KIND = {
-    "sum_avg": {Role.OUT: "sum", Role.IN: "average", Role.NORM: "average"},
-    "avg_sum": {Role.OUT: "average", Role.IN: "sum", Role.NORM: "average"},
+    "sum_avg": {
+        Role.OUT: "sum",
+        Role.IN: "average",
+        Role.IN_NORMALIZED: "sum",
+        Role.NORM: "average",
+    },
+    "avg_sum": {
+        Role.OUT: "average",
+        Role.IN: "sum",
+        Role.IN_NORMALIZED: "sum",
+        Role.NORM: "average",
+    },
 }
 _ACTION = {
     "restrict": {"sum": GroupTransfer.sum, "average": GroupTransfer.average},

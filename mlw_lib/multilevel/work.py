@@ -17,8 +17,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# "tau_gradient": the forward+backward passes tau needs (charged WU); "tau": the rest of it.
-PHASES = ("smooth", "coarse", "tau_gradient", "tau", "transfer", "matching")
+# "tau_gradient": the forward+backward passes tau needs (charged WU); "tau": the rest of it;
+# "recalibration": train-mode forward passes that re-estimate BatchNorm statistics.
+PHASES = ("smooth", "coarse", "tau_gradient", "tau", "transfer", "matching", "recalibration")
+# A forward pass costs about a third of forward + backward (the backward pass computes two
+# products, input and weight gradients, per forward product).
+FORWARD_SHARE = 1.0 / 3.0
 
 
 def forward_backward_flops(model: nn.Module, batch, loss_fn: Callable) -> int:

@@ -1,0 +1,52 @@
+"""Helpers that declare the unit-group layout of conv layers (DESIGN.md §4.6)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..multilevel.groups import AxisBinding, Layout, Role
+
+
+def bind(layout: Layout, name: str, binding: AxisBinding | None) -> None:
+    """Append `binding` to parameter `name`'s bindings (None: that axis is not coarsened)."""
+    if binding is not None:
+        layout[name] = layout.get(name, ()) + (binding,)
+
+
+def conv_bn(
+    layout: Layout,
+    conv: str,
+    bn: str,
+    out_group: str | None,
+    in_group: str | None,
+    in_unit_size: int = 1,
+) -> None:
+    """conv -> BatchNorm: the conv's rows (and bias, kept out of matching: BN removes it) are
+    the units of `out_group`, BN's gamma/beta follow them; the conv's columns read the
+    (normalised) units of `in_group`."""
+    if out_group is not None:
+        bind(layout, f"{conv}.weight", AxisBinding(out_group, 0, Role.OUT))
+        bind(layout, f"{conv}.bias", AxisBinding(out_group, 0, Role.OUT, in_matching=False))
+        bind(layout, f"{bn}.weight", AxisBinding(out_group, 0, Role.NORM))
+        bind(layout, f"{bn}.bias", AxisBinding(out_group, 0, Role.NORM))
+    if in_group is not None:
+        bind(layout, f"{conv}.weight", AxisBinding(in_group, 1, Role.IN_NORMALIZED, in_unit_size))
+
+
+def drop_absent(layout: Layout, model: nn.Module) -> Layout:
+    """The layout without entries for parameters the model does not have (convs without bias)."""
+    names = {name for name, _ in model.named_parameters()}
+    return {name: bindings for name, bindings in layout.items() if name in names}
+
+
+def check_images(x, channels: int, size: int | None, model: str) -> None:
+    """Raise ValueError unless x is (N, channels, size, size) (any size when `size` is None)."""
+    shape = tuple(x.shape)
+    ok = x.dim() == 4 and shape[1] == channels and (size is None or shape[2:] == (size, size))
+    if not ok:
+        spatial = "H, W" if size is None else f"{size}, {size}"
+        raise ValueError(
+            f"{model} expects images of shape (N, {channels}, {spatial}), got {shape}; "
+            f"check the dataset (channels, image size) against the model's in_channels and "
+            f"image_size"
+        )

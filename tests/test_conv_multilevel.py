@@ -1,0 +1,251 @@
+"""Multilevel in width on conv nets: channel groups, BatchNorm, residual streams (issue 3).
+
+The invariants of DESIGN.md §5 on conv nets (duplicate channels with BN in eval mode,
+first-order coherence, round trip, zero-step no-op), the residual-stream consistency check,
+and short multilevel training runs. Generated data: these tests are about mechanics.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import make_cycle, random_transfer, restricted_levels
+
+from mlw_lib.models.convnet import ConvNet
+from mlw_lib.models.resnet import ResNet
+from mlw_lib.multilevel import (
+    AxisBinding,
+    MultilevelConfig,
+    Role,
+    build_model,
+    match_model,
+    prolong,
+    restrict_gradients,
+    restrict_params,
+)
+from mlw_lib.multilevel.batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
+from mlw_lib.multilevel.groups import check_layout
+from mlw_lib.multilevel.objective import objective_gradient
+from mlw_lib.multilevel.state import named_state
+from mlw_lib.multilevel.transfer import transform_tensor
+from mlw_lib.training import classification_loss
+
+CONVENTIONS = ["sum_avg", "avg_sum"]
+MODELS = {
+    "convnet-pool": lambda: ConvNet([4, 6], image_size=8),
+    "convnet-flatten": lambda: ConvNet([4, 6], image_size=8, head="flatten", conv_bias=True),
+    "resnet": lambda: ResNet([4, 6], [1, 2], num_classes=5),
+    "resnet-streams": lambda: ResNet([4, 6], [1, 2], num_classes=5, coarsen_streams=True),
+}
+
+
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, 5, (n,), generator=g)
+
+
+def randomize_batchnorm(model: torch.nn.Module, g: torch.Generator) -> None:
+    """Non-trivial BN affine parameters and running statistics; eps = 0 so that BN in eval mode
+    is exactly invariant to scaling a channel together with its statistics."""
+    with torch.no_grad():
+        for bn in batchnorm_layers(model).values():
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g))
+            bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=g))
+            bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)
+    set_eps(model, 0.0)
+
+
+def prolong_running_stats(small, fine, transfers, convention) -> None:
+    """Fine statistics consistent with prolonged conv rows: mean and std prolong like the rows."""
+    layout = small.param_layout()
+    fine_layers = batchnorm_layers(fine)
+    with torch.no_grad():
+        for name, bn in batchnorm_layers(small).items():
+            groups = [b.group for b in layout.get(f"{name}.weight", ()) if b.role is Role.NORM]
+            out = (AxisBinding(groups[0], 0, Role.OUT),) if groups else ()
+            mean = transform_tensor(bn.running_mean, out, transfers, convention, "prolong")
+            std = transform_tensor(bn.running_var.sqrt(), out, transfers, convention, "prolong")
+            fine_layers[name].running_mean.copy_(mean)
+            fine_layers[name].running_var.copy_(std.square())
+    set_eps(fine, 0.0)
+
+
+def duplicated(small, convention, g):
+    """A fine net built from `small` by splitting every coarsened channel in two (random
+    pairing and weights), computing exactly the same function in eval mode."""
+    sizes = small.group_sizes()
+    transfers = {group: random_transfer(n, 2 * n, g) for group, n in sizes.items()}
+    fine = small.resized({group: 2 * n for group, n in sizes.items()}).double()
+    params = prolong(dict(small.named_parameters()), small.param_layout(), transfers, convention)
+    with torch.no_grad():
+        for name, p in fine.named_parameters():
+            p.copy_(params[name])
+    prolong_running_stats(small, fine, transfers, convention)
+    return fine.eval()
+
+
+def coarsened(fine, convention, seed, batchnorm, x):
+    config = MultilevelConfig(levels=2, convention=convention, seed=seed)
+    transition = match_model(fine, config, level=0, seed=seed)
+    coarse = build_model(fine, transition.coarse_sizes())
+    restricted = restrict_params(
+        dict(fine.named_parameters()), fine.param_layout(), transition.transfers, convention
+    )
+    with torch.no_grad():
+        for name, p in coarse.named_parameters():
+            p.copy_(restricted[name])
+    if batchnorm == "restrict":
+        restrict_running_stats(fine, coarse, fine.param_layout(), transition.transfers, convention)
+    else:  # recalibrate both on the same images; train mode needs eps > 0 (tiny: it feeds on)
+        for net in (fine, coarse):
+            set_eps(net, 1e-14)
+            recalibrate(net, [(x, None)], lambda m, b: m(b[0]))
+    set_eps(fine, 0.0)
+    set_eps(coarse, 0.0)
+    return transition, coarse.eval()
+
+
+def set_eps(model: torch.nn.Module, eps: float) -> None:
+    for bn in batchnorm_layers(model).values():
+        bn.eps = eps
+
+
+# 2. duplicate channels (BN in eval mode) ------------------------------------------------------
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("batchnorm", ["restrict", "recalibrate"])
+@pytest.mark.parametrize("seed", range(2))
+def test_duplicate_channel_network_coarsens_exactly(model_name, convention, batchnorm, seed):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    small = MODELS[model_name]().double()
+    randomize_batchnorm(small, g)
+    small.eval()
+    fine = duplicated(small, convention, g)
+    x, _ = images(32, seed)
+    torch.testing.assert_close(fine(x), small(x), rtol=1e-9, atol=1e-9)  # exact construction
+    transition, coarse = coarsened(fine, convention, seed, batchnorm, x)
+    assert coarse.group_sizes() == small.group_sizes()
+    assert (coarse(x) - fine(x)).abs().max() <= 1e-5
+
+
+def test_duplicate_channel_check_can_fail():
+    """Negative control: without BN statistics for the coarse net the outputs differ."""
+    g = torch.Generator().manual_seed(0)
+    small = MODELS["convnet-pool"]().double()
+    randomize_batchnorm(small, g)
+    fine = duplicated(small.eval(), "sum_avg", g)
+    x, _ = images(32, 0)
+    _, coarse = coarsened(fine, "sum_avg", 0, "restrict", x)
+    for bn in batchnorm_layers(coarse).values():
+        bn.reset_running_stats()
+    assert (coarse(x) - fine(x)).abs().max() > 1e-3
+
+
+# 1. round trip on whole conv nets ---------------------------------------------------------------
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_round_trip_on_conv_nets(model_name, convention):
+    g = torch.Generator().manual_seed(1)
+    coarse = MODELS[model_name]().double()
+    sizes = coarse.group_sizes()
+    transfers = {group: random_transfer(n, n + n // 2 + 1, g) for group, n in sizes.items()}
+    layout = coarse.param_layout()
+    params = {n: p.detach() for n, p in coarse.named_parameters()}
+    back = restrict_params(
+        prolong(params, layout, transfers, convention), layout, transfers, convention
+    )
+    for name, p in params.items():
+        torch.testing.assert_close(back[name], p, rtol=0, atol=1e-12)
+
+
+# 3. first-order coherence with BN in train mode -------------------------------------------------
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_first_order_coherence_on_conv_nets(model_name, convention):
+    torch.manual_seed(3)
+    fine_model = MODELS[model_name]().double().train()
+    x, y = images(48, 3)
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in (0, 16, 32)]
+    fine, coarse, transition, meter = restricted_levels(fine_model, batches, convention, "cycle")
+    coarse_grad = objective_gradient(coarse, batches, classification_loss, meter)
+    expected = restrict_gradients(
+        objective_gradient(fine, batches, classification_loss, meter),
+        fine_model.param_layout(),
+        transition.transfers,
+        convention,
+    )
+    for name in expected:
+        torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+# 4. zero coarse steps: the correction is a no-op ------------------------------------------------
+@pytest.mark.parametrize("model_name", ["convnet-flatten", "resnet-streams"])
+@pytest.mark.parametrize("batchnorm", ["recalibrate", "restrict"])
+def test_zero_coarse_steps_leave_conv_net_unchanged(model_name, batchnorm):
+    torch.manual_seed(0)
+    x, y = images(64, 0)
+    model = MODELS[model_name]().double()
+    warm = make_cycle(model, MultilevelConfig(levels=1), x, y)
+    for _ in range(3):
+        warm.run_cycle()  # populate momentum
+    config = MultilevelConfig(levels=2, nu_pre=0, nu_post=0, batchnorm=batchnorm)
+    cycle = make_cycle(model, config, x, y)
+    cycle.levels[0].optimizer = warm.levels[0].optimizer
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = copy.deepcopy(named_state(warm.levels[0].optimizer, model))
+    cycle.run_cycle()
+    assert len(cycle.levels) == 2
+    for name, p in model.named_parameters():
+        assert torch.equal(p, params[name]), name
+    after = named_state(cycle.levels[0].optimizer, model)
+    for name, entries in state.items():
+        assert torch.equal(after[name]["momentum_buffer"], entries["momentum_buffer"]), name
+
+
+# residual streams: consistency check ------------------------------------------------------------
+def test_inconsistent_residual_stream_is_named():
+    model = MODELS["resnet-streams"]()
+    check_layout(model)  # consistent as declared
+    layout = model.param_layout()
+    layout["stages.1.1.conv2.weight"] = tuple(
+        b for b in layout["stages.1.1.conv2.weight"] if b.group != "stream1"
+    )
+    model.param_layout = lambda: layout
+    with pytest.raises(ValueError, match="residual stream of stage 1") as error:
+        check_layout(model)
+    assert "stages.1.1.conv2.weight (axis 0): not coarsened" in str(error.value)
+    x, y = images(32, 0)
+    with pytest.raises(ValueError, match="stages.1.1.conv2.weight"):
+        make_cycle(model, MultilevelConfig(levels=2), x.float(), y)
+
+
+def test_images_of_the_wrong_shape_are_rejected():
+    with pytest.raises(ValueError, match=r"expects images of shape \(N, 3, 8, 8\)"):
+        MODELS["convnet-pool"]()(torch.randn(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        MODELS["resnet"]()(torch.randn(2, 784))
+
+
+# short multilevel runs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("batchnorm", ["recalibrate", "restrict"])
+def test_multilevel_training_runs_on_conv_nets(model_name, batchnorm):
+    torch.manual_seed(0)
+    x, y = images(96, 1)
+    model = MODELS[model_name]().double()
+    config = MultilevelConfig(
+        levels=2, batches_per_phase=2, batchnorm=batchnorm, recalibrate_fine=True, rematch_every=2
+    )
+    cycle = make_cycle(model, config, x, y)
+    for _ in range(4):
+        cycle.run_cycle()
+    losses = [level.pop_mean_loss() for level in cycle.levels]
+    assert all(loss is not None and loss == loss for loss in losses)
+    assert cycle.meter.seconds["recalibration"] > 0
+    if batchnorm == "recalibrate":
+        assert cycle.meter.work_by_phase["recalibration"] > 0
