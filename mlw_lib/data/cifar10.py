@@ -193,13 +193,11 @@ def load_cifar10(
         ) from exc
 
     arrays = chosen.read(fetched)
-    info = DatasetInfo(
-        name="CIFAR-10",
-        source=fetched.source,
-        origin=fetched.origin,
-        files=dict(fetched.md5s),
-        n_train=n_train,
-        n_test=n_test,
+    info = DatasetInfo.of_fetch(
+        "CIFAR-10",
+        fetched,
+        n_train,
+        n_test,
         full_train=chosen.train_size,
         full_test=chosen.test_size,
         variant=chosen.variant,

@@ -38,6 +38,20 @@ class DatasetInfo:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
 
+    @classmethod
+    def of_fetch(cls, name: str, fetched, n_train: int, n_test: int, **sizes) -> DatasetInfo:
+        """Info for `n_train`/`n_test` examples loaded from a `sources.FetchResult`; `sizes`
+        are the remaining fields (full_train, full_test, variant, partial)."""
+        return cls(
+            name=name,
+            source=fetched.source,
+            origin=fetched.origin,
+            files=dict(fetched.md5s),
+            n_train=n_train,
+            n_test=n_test,
+            **sizes,
+        )
+
     @property
     def is_subset(self) -> bool:
         """True when fewer than all official train or test examples are loaded."""

@@ -80,13 +80,11 @@ def load_idx_dataset(
     device = torch.device(device)
     fetched = ensure_first(kind.specs)
     path = {Path(rel).name.removesuffix(".gz"): p for rel, p in fetched.paths.items()}
-    info = DatasetInfo(
-        name=kind.name,
-        source=fetched.source,
-        origin=fetched.origin,
-        files=dict(fetched.md5s),
-        n_train=n_train,
-        n_test=n_test,
+    info = DatasetInfo.of_fetch(
+        kind.name,
+        fetched,
+        n_train,
+        n_test,
         full_train=kind.train_size,
         full_test=kind.test_size,
     )
