@@ -24,7 +24,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset, subset_size
+from mlw_lib.data.dataset import (
+    DatasetInfo,
+    InMemoryDataset,
+    image_tensor,
+    label_tensor,
+    subset_size,
+)
 from mlw_lib.data.sources import DataFile, DatasetSpec, FetchResult, ensure_first
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B) of the 50,000 training images
@@ -151,14 +157,7 @@ def _file_sets(variant: str) -> tuple[Cifar10FileSet, ...]:
 
 def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (N, 3072) -> float32 (N, 3, 32, 32) on `device`, normalized per channel."""
-    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
-    raw = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    return raw.reshape(-1, *IMAGE_SHAPE).to(torch.float32).div_(255.0).sub_(mean).div_(std)
-
-
-def _labels(y: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(y.astype(np.int64)).to(device)
+    return image_tensor(x.reshape(-1, *IMAGE_SHAPE), CIFAR10_MEAN, CIFAR10_STD, device)
 
 
 def load_cifar10(
@@ -205,9 +204,9 @@ def load_cifar10(
     )
     return InMemoryDataset(
         x_train=_images(arrays.x_train[:n_train], device),
-        y_train=_labels(arrays.y_train[:n_train], device),
+        y_train=label_tensor(arrays.y_train[:n_train], device),
         x_test=_images(arrays.x_test[:n_test], device),
-        y_test=_labels(arrays.y_test[:n_test], device),
+        y_test=label_tensor(arrays.y_test[:n_test], device),
         info=info,
         classes=arrays.classes,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -145,3 +146,20 @@ class InMemoryDataset:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
         )
+
+
+def image_tensor(
+    pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> torch.Tensor:
+    """uint8 pixels (N, C, H, W) -> float32 (N, C, H, W) on `device`, normalized per channel
+    as (x/255 - mean[c]) / std[c]."""
+    raw = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    shape = (1, len(mean), 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    return raw.to(torch.float32).div_(255.0).sub_(mean_t).div_(std_t)
+
+
+def label_tensor(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Class indices (N,) -> int64 (N,) on `device`."""
+    return torch.from_numpy(labels.astype(np.int64)).to(device)

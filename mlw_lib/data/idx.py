@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset, subset_size
+from mlw_lib.data.dataset import (
+    DatasetInfo,
+    InMemoryDataset,
+    image_tensor,
+    label_tensor,
+    subset_size,
+)
 from mlw_lib.data.sources import DatasetSpec, ensure_first
 
 IMAGE_SHAPE = (28, 28)
@@ -90,12 +96,12 @@ def load_idx_dataset(
     )
 
     def images(file: Path, n: int) -> torch.Tensor:
-        raw = torch.from_numpy(read_idx(file, n)).to(device)
-        x = raw.to(torch.float32).div_(255.0).sub_(kind.mean).div_(kind.std)
-        return x.reshape(n, -1) if flatten else x.reshape(n, 1, *IMAGE_SHAPE)
+        pixels = read_idx(file, n).reshape(n, 1, *IMAGE_SHAPE)
+        x = image_tensor(pixels, (kind.mean,), (kind.std,), device)
+        return x.reshape(n, -1) if flatten else x
 
     def labels(file: Path, n: int) -> torch.Tensor:
-        return torch.from_numpy(read_idx(file, n).astype(np.int64)).to(device)
+        return label_tensor(read_idx(file, n), device)
 
     return InMemoryDataset(
         x_train=images(path[TRAIN_IMAGES], n_train),

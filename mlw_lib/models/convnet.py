@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..multilevel.groups import Layout, WidthModel
-from .layout import check_images, conv_bn, drop_absent
+from .layout import check_images, conv_bn, drop_absent, reads_normalized
 from .mlp import check_widths
 
 HEADS = ("pool", "flatten")
@@ -71,7 +71,7 @@ class ConvNet(WidthModel):
         for i in range(len(self.convs)):
             conv_bn(layout, f"convs.{i}", f"bns.{i}", f"conv{i}", f"conv{i - 1}" if i else None)
         last = f"conv{len(self.convs) - 1}"
-        conv_bn(layout, "head", "-", None, last, in_unit_size=self.pixels)
+        reads_normalized(layout, "head.weight", last, self.pixels)
         return drop_absent(layout, self)
 
     def resized(self, sizes: dict[str, int]) -> ConvNet:

@@ -29,8 +29,14 @@ def conv_bn(
         bind(layout, f"{conv}.bias", AxisBinding(out_group, 0, Role.OUT, in_matching=False))
         bind(layout, f"{bn}.weight", AxisBinding(out_group, 0, Role.NORM))
         bind(layout, f"{bn}.bias", AxisBinding(out_group, 0, Role.NORM))
-    if in_group is not None:
-        bind(layout, f"{conv}.weight", AxisBinding(in_group, 1, Role.IN_NORMALIZED, in_unit_size))
+    reads_normalized(layout, f"{conv}.weight", in_group, in_unit_size)
+
+
+def reads_normalized(layout: Layout, weight: str, group: str | None, unit_size: int = 1) -> None:
+    """`weight`'s columns (axis 1) read the BatchNorm-normalised units of `group` (None: the
+    input is not coarsened); `unit_size` entries per unit, e.g. pixels after a flatten."""
+    if group is not None:
+        bind(layout, weight, AxisBinding(group, 1, Role.IN_NORMALIZED, unit_size))
 
 
 def drop_absent(layout: Layout, model: nn.Module) -> Layout:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..multilevel.groups import Layout, WidthModel
-from .layout import check_images, conv_bn, drop_absent
+from .layout import check_images, conv_bn, drop_absent, reads_normalized
 from .mlp import check_widths
 
 
@@ -119,7 +119,7 @@ class ResNet(WidthModel):
             conv_bn(layout, f"{prefix}.conv2", f"{prefix}.bn2", writes, f"s{i}b{j}")
             if block.projects:
                 conv_bn(layout, f"{prefix}.short_conv", f"{prefix}.short_bn", writes, reads)
-        conv_bn(layout, "head", "-", None, self._stream(len(self.stages) - 1))
+        reads_normalized(layout, "head.weight", self._stream(len(self.stages) - 1))
         return drop_absent(layout, self)
 
     def tied_axes(self) -> list[tuple[str, list[tuple[str, int]]]]:

@@ -27,13 +27,13 @@ import torch
 
 from .batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
 from .config import MultilevelConfig
-from .groups import WidthModel, check_layout
+from .groups import Layout, WidthModel, check_layout
 from .hierarchy import Transition, build_model, check_depth, match_model, reweight
 from .objective import Level, LossFn, Tensors, no_tau, objective_backward
 from .operators import GroupTransfer
 from .state import correct_state, load_named_state, named_state, restrict_state
 from .tau import make_tau
-from .transfer import prolong, restrict_params
+from .transfer import Transfers, prolong, restrict_params
 from .work import FORWARD_SHARE, WorkMeter, matching_flops, transfer_flops
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
@@ -155,7 +155,7 @@ class FASCycle:
         if batchnorm_layers(coarse.model):
             if not batches:  # nested iteration has no pre-smoothing batches
                 batches = self._batches(None)
-            self._running_statistics(fine, coarse, transition, batches)
+            self._running_statistics(fine, coarse, layout, transfers, batches)
         self._start[l + 1] = (x_c0, m_c0, batches)
         if tau_batches is None:
             coarse.tau = no_tau
@@ -200,7 +200,12 @@ class FASCycle:
                 self.meter.charge(fine.work * FORWARD_SHARE * len(batches))
 
     def _running_statistics(
-        self, fine: Level, coarse: Level, transition: Transition, batches: list[tuple]
+        self,
+        fine: Level,
+        coarse: Level,
+        layout: Layout,
+        transfers: Transfers,
+        batches: list[tuple],
     ) -> None:
         """BatchNorm statistics of the coarse net at x_c0 (DESIGN.md §4.6)."""
         with self.meter.phase("recalibration"):
@@ -209,11 +214,7 @@ class FASCycle:
                 self.meter.charge(coarse.work * FORWARD_SHARE * len(batches))
             else:
                 restrict_running_stats(
-                    fine.model,
-                    coarse.model,
-                    fine.model.param_layout(),
-                    transition.transfers,
-                    self.config.convention,
+                    fine.model, coarse.model, layout, transfers, self.config.convention
                 )
 
     # ------------------------------------------------------------- hierarchy upkeep
