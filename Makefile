@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 data: $(STAMP)
-	$(PY) -c "import mlw_lib.data as d; print(d.load_mnist().info.describe())"
+	$(PY) -c "import mlw_lib.data as d; [print(d.load_dataset(n).info.describe()) for n in d.LOADERS]"
 
 run: data
 	$(PY) -m mlw_lib run-all
 
 paper: data
-	$(PY) -m mlw_lib run-all --params paper
+	MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run-all --params paper
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlw_lib tests benchmarks notebooks

@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import make_cycle, random_transfer, restricted_levels
 
+from mlw_lib.models import MgNet
 from mlw_lib.models.convnet import ConvNet
 from mlw_lib.models.resnet import ResNet
 from mlw_lib.multilevel import (
@@ -38,6 +39,8 @@ MODELS = {
     "convnet-flatten": lambda: ConvNet([4, 6], image_size=8, head="flatten", conv_bias=True),
     "resnet": lambda: ResNet([4, 6], [1, 2], num_classes=5),
     "resnet-streams": lambda: ResNet([4, 6], [1, 2], num_classes=5, coarsen_streams=True),
+    "mgnet": lambda: MgNet([2, 1], [4, 6], num_classes=5),
+    "mgnet-shared": lambda: MgNet([2, 2], 4, num_classes=5, smoothers="grid"),
 }
 
 
@@ -184,7 +187,7 @@ def test_first_order_coherence_on_conv_nets(model_name, convention):
 
 
 # 4. zero coarse steps: the correction is a no-op ------------------------------------------------
-@pytest.mark.parametrize("model_name", ["convnet-flatten", "resnet-streams"])
+@pytest.mark.parametrize("model_name", ["convnet-flatten", "resnet-streams", "mgnet"])
 @pytest.mark.parametrize("batchnorm", ["recalibrate", "restrict"])
 def test_zero_coarse_steps_leave_conv_net_unchanged(model_name, batchnorm):
     torch.manual_seed(0)
@@ -249,3 +252,128 @@ def test_multilevel_training_runs_on_conv_nets(model_name, batchnorm):
     assert cycle.meter.seconds["recalibration"] > 0
     if batchnorm == "recalibrate":
         assert cycle.meter.work_by_phase["recalibration"] > 0
+
+
+# MgNet -------------------------------------------------------------------------------------------
+def mgnet_parameters(iterations, widths, in_channels, num_classes, shared):
+    """Parameter count from the architecture: 3x3 convs without bias, 2 per BN channel."""
+
+    def conv(c_in: int, c_out: int) -> int:
+        return 9 * c_in * c_out
+
+    total = conv(in_channels, widths[0]) + 2 * widths[0]  # data extraction
+    for l, (steps, c) in enumerate(zip(iterations, widths, strict=True)):
+        a_uses = steps - (l == 0) + (l > 0) + (l < len(widths) - 1)
+        total += (conv(c, c) if a_uses else 0) + 2 * c * a_uses  # A^l, one BN per use
+        total += conv(c, c) * (1 if shared else steps) + 2 * c * steps  # B^{l,i}
+        if l > 0:
+            total += 2 * (conv(widths[l - 1], c) + 2 * c)  # Pi^{l-1}, R^{l-1}
+    return total + widths[-1] * num_classes + num_classes
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "notation", ["MgNet[2,2,2,2]-64", "MgNet[1]-8", "MgNet[2,2]-32,64", "MgNet[3,1,2]-4,6,8"]
+)
+def test_mgnet_notation_round_trip(notation):
+    model = MgNet.from_notation(notation, in_channels=1, num_classes=7, smoothers="grid")
+    assert model.notation == notation
+    assert notation in repr(model)
+    assert MgNet(**model.config).notation == notation
+    assert model.config["smoothers"] == "grid" and model.config["num_classes"] == 7
+    widths = MgNet.from_notation("MgNet[2,2,2]-16").config["widths"]
+    assert widths == [16, 16, 16]
+
+
+@pytest.mark.parametrize(
+    "notation", ["MgNet[2,2]", "MgNet[]-64", "ResNet[2,2]-64", "MgNet[2,x]-64", "MgNet[2,2]-64,"]
+)
+def test_mgnet_bad_notation_shows_the_expected_form(notation):
+    with pytest.raises(ValueError, match=r"expected 'MgNet\[2,2,2,2\]-64'"):
+        MgNet.from_notation(notation)
+
+
+def test_mgnet_notation_with_wrong_width_count_is_rejected():
+    with pytest.raises(ValueError, match="one width per grid"):
+        MgNet.from_notation("MgNet[2,2,2]-32,64")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(iterations=[2, 2], widths=[4, 6, 8]), "one width per grid"),
+        (dict(iterations=[], widths=4), "iterations"),
+        (dict(iterations=[2, 0], widths=4), "iterations"),
+        (dict(iterations=2, widths=4), "iterations"),
+        (dict(iterations=[2], widths=0), "widths"),
+        (dict(iterations=[2, 2], widths=[4, -1]), "widths"),
+        (dict(iterations=[2], widths=True), "widths"),
+        (dict(iterations=[2], widths=4, smoothers="layer"), "unknown smoothers 'layer'"),
+    ],
+)
+def test_mgnet_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MgNet(**kwargs)
+
+
+def test_mgnet_grid_smoothers_share_one_conv_per_grid():
+    per_step = MgNet([3, 2], [4, 6])
+    shared = MgNet([3, 2], [4, 6], smoothers="grid")
+    saved = 9 * (2 * 4 * 4 + 1 * 6 * 6)  # B convs beyond the first on each grid
+    assert count(per_step) - count(shared) == saved
+    calls = []
+    for grid, steps in zip(shared.grids, [3, 2], strict=True):
+        assert len({id(grid.smoother(i).weight) for i in range(steps)}) == 1
+        grid.smoother(0).register_forward_hook(lambda module, *_: calls.append(module))
+    shared(torch.randn(2, 3, 8, 8))
+    assert calls == [shared.grids[0].b[0]] * 3 + [shared.grids[1].b[0]] * 2  # every step
+    for grid in per_step.grids:
+        assert len({id(grid.smoother(i).weight) for i in range(len(grid.b_bns))}) == len(grid.b)
+    # a shared conv is one parameter in the layout; its BNs (one per step) follow the grid
+    layout = shared.param_layout()
+    assert [n for n in layout if ".b." in n] == ["grids.0.b.0.weight", "grids.1.b.0.weight"]
+    assert all(layout[f"grids.0.b_bns.{i}.weight"][0].group == "grid0" for i in range(3))
+
+
+@pytest.mark.parametrize(
+    "iterations, widths, in_channels, num_classes, smoothers",
+    [
+        ([2, 2, 2, 2], [32] * 4, 1, 10, "iteration"),
+        ([1, 1, 1], [16, 32, 64], 1, 10, "iteration"),
+        ([1], [8], 3, 5, "iteration"),  # one grid, one step: A is never used, not built
+        ([3, 1, 2], [4, 6, 8], 3, 5, "grid"),
+    ],
+)
+def test_mgnet_parameter_count(iterations, widths, in_channels, num_classes, smoothers):
+    model = MgNet(iterations, widths, in_channels, num_classes, smoothers)
+    expected = mgnet_parameters(iterations, widths, in_channels, num_classes, smoothers == "grid")
+    assert count(model) == expected
+    check_layout(model)
+    bound = {name for name, bindings in model.param_layout().items() if bindings}
+    assert bound == {name for name, _ in model.named_parameters()} - {"head.bias"}
+
+
+def test_mgnet_paper_sizes():
+    assert count(MgNet.from_notation("MgNet[2,2,2,2]-32", in_channels=1)) == 168298
+    assert count(MgNet([1, 1, 1], [16, 32, 64], in_channels=1)) == 144762
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 28, 28), (2, 3, 32, 32)])
+def test_mgnet_output_shape(shape):
+    model = MgNet([2, 2, 2, 2], [4, 6, 8, 8], in_channels=shape[1], num_classes=10)
+    assert model(torch.randn(shape)).shape == (2, 10)
+    with pytest.raises(ValueError, match=rf"MgNet expects images of shape \(N, {shape[1]}, H, W\)"):
+        model(torch.randn(2, 4 - shape[1], 28, 28))
+
+
+def test_inconsistent_grid_channels_are_named():
+    model = MODELS["mgnet"]()
+    layout = model.param_layout()
+    layout["grids.1.a_bns.step0.weight"] = ()
+    model.param_layout = lambda: layout
+    with pytest.raises(ValueError, match="u/f channels of grid 1") as error:
+        check_layout(model)
+    assert "grids.1.a_bns.step0.weight (axis 0): not coarsened" in str(error.value)

@@ -1,7 +1,9 @@
 """Models that declare their unit groups."""
 
 from .convnet import ConvNet
+from .mgnet import MgNet
 from .mlp import MLP
+from .registry import CNN_MODELS, build_cnn, parameter_count
 from .resnet import ResNet
 
-__all__ = ["MLP", "ConvNet", "ResNet"]
+__all__ = ["CNN_MODELS", "MLP", "ConvNet", "MgNet", "ResNet", "build_cnn", "parameter_count"]

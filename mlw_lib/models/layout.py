@@ -27,9 +27,14 @@ def conv_bn(
     if out_group is not None:
         bind(layout, f"{conv}.weight", AxisBinding(out_group, 0, Role.OUT))
         bind(layout, f"{conv}.bias", AxisBinding(out_group, 0, Role.OUT, in_matching=False))
-        bind(layout, f"{bn}.weight", AxisBinding(out_group, 0, Role.NORM))
-        bind(layout, f"{bn}.bias", AxisBinding(out_group, 0, Role.NORM))
+        normalizes(layout, bn, out_group)
     reads_normalized(layout, f"{conv}.weight", in_group, in_unit_size)
+
+
+def normalizes(layout: Layout, bn: str, group: str) -> None:
+    """BatchNorm `bn`'s gamma and beta follow the channels of `group` (averaged)."""
+    for p in ("weight", "bias"):
+        bind(layout, f"{bn}.{p}", AxisBinding(group, 0, Role.NORM))
 
 
 def reads_normalized(layout: Layout, weight: str, group: str | None, unit_size: int = 1) -> None:

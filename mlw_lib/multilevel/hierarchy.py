@@ -73,12 +73,26 @@ def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig
 
 
 def build_model(template: WidthModel, sizes: dict[str, int]) -> WidthModel:
-    """`template.resized(sizes)` on the template's device and dtype, without touching the
-    global RNG (coarse parameters are overwritten by restriction anyway)."""
+    """`template.resized(sizes)` on the template's device, dtype and memory format (e.g.
+    channels_last), without touching the global RNG (coarse parameters are overwritten by
+    restriction anyway)."""
     param = next(template.parameters())
     with torch.random.fork_rng(devices=[param.device] if param.is_cuda else []):
         model = template.resized(sizes)
-    return model.to(device=param.device, dtype=param.dtype).train(template.training)
+    model = model.to(device=param.device, dtype=param.dtype).train(template.training)
+    if is_channels_last(template):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def is_channels_last(model: torch.nn.Module) -> bool:
+    """Whether the model's 4-D (conv) weights are stored channels_last (NHWC)."""
+    return any(
+        p.dim() == 4
+        and p.is_contiguous(memory_format=torch.channels_last)
+        and not p.is_contiguous()
+        for p in model.parameters()
+    )
 
 
 def check_depth(sizes: dict[str, int], levels: int, ratio: float) -> None:

@@ -2,6 +2,7 @@
 
 from .batches import BatchStream
 from .checkpoint import load_checkpoint, save_checkpoint
+from .levels import evaluate_levels, restricted_hierarchy
 from .trainer import (
     NonFiniteLossError,
     TrainConfig,
@@ -18,7 +19,9 @@ __all__ = [
     "TrainResult",
     "classification_loss",
     "evaluate",
+    "evaluate_levels",
     "load_checkpoint",
+    "restricted_hierarchy",
     "save_checkpoint",
     "train",
 ]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.augment import Augment
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
 from ..multilevel.work import PHASES
@@ -42,6 +43,10 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     eval_every: float = 1.0  # evaluate every this many work-epochs
     eval_batch_size: int = 4096  # minibatch size for evaluation
+    augment: bool = False  # random crop + horizontal flip of every training batch (images)
+    crop_padding: int = 4  # augmentation: crop offset of up to this many pixels (0 = no crop)
+    flip: bool = True  # augmentation: mirror left-right with probability 1/2
+    channels_last: bool = False  # store images and conv weights NHWC (often faster on CPU)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -51,6 +56,24 @@ class TrainConfig:
         for name in ("epochs", "eval_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.augment:
+            Augment(self.crop_padding, self.flip)  # validates crop_padding
+
+    def batch_transform(self) -> Augment | None:
+        """The per-batch augmentation, or None when `augment` is off."""
+        return Augment(self.crop_padding, self.flip) if self.augment else None
+
+    def place(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """x on `device`, NHWC when `channels_last` (then x must be images (N, C, H, W))."""
+        x = x.to(device)
+        if not self.channels_last:
+            return x
+        if x.dim() != 4:
+            raise ValueError(
+                f"channels_last needs image data (N, C, H, W), got shape {tuple(x.shape)}; "
+                f"set channels_last=False for this model"
+            )
+        return x.contiguous(memory_format=torch.channels_last)
 
     def level_lrs(self, levels: int) -> list[float]:
         """Per-level learning rates: a scalar (or 1-list) broadcasts; a longer list is cut to
@@ -157,9 +180,11 @@ def train(
     multilevel = multilevel or MultilevelConfig()
     device = torch.device(config.device)
     model = model.to(device).train()
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    stream = BatchStream(x_train, y_train, config.batch_size, config.seed)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x_train, y_train = config.place(data.x_train, device), data.y_train.to(device)
+    x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
+    stream = BatchStream(x_train, y_train, config.batch_size, config.seed, config.batch_transform())
     example = (x_train[: config.batch_size], y_train[: config.batch_size])
     flops_cache: dict[tuple, float] = {}
 

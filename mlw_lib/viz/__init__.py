@@ -7,6 +7,7 @@ from mlw_lib.viz.curves import (
     plot_metric_panels,
     results_table,
 )
+from mlw_lib.viz.feature_maps import feature_maps, first_normalized_layer, plot_merged_channels
 from mlw_lib.viz.figures import save_figure
 from mlw_lib.viz.hierarchy import hierarchy_frame, plot_hierarchy_widths
 from mlw_lib.viz.style import (
@@ -22,10 +23,13 @@ __all__ = [
     "SINGLE_LEVEL_COLOR",
     "STYLE_FILE",
     "axis_label",
+    "feature_maps",
+    "first_normalized_layer",
     "hierarchy_frame",
     "is_single_level",
     "method_palette",
     "plot_hierarchy_widths",
+    "plot_merged_channels",
     "plot_metric",
     "plot_metric_panels",
     "results_table",
