@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark paper
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn paper
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ test: lint data
 
 benchmark: data
 	$(PY) benchmarks/bench_mlp.py
+
+benchmark-cnn: data
+	$(PY) benchmarks/bench_cnn.py
 
 mlflow-ui: $(STAMP)
 	$(PY) -c "import mlw_lib.tracking as t; print(t.mlflow_ui_command())" | bash
