@@ -188,3 +188,23 @@ def test_last_code_cell_records_the_environment_ignored_by_nbval(path: Path | No
     last = code_cells(notebook(path))[-1]
     assert "nbval-ignore-output" in tags(last), "tag the environment cell nbval-ignore-output"
     assert ENVIRONMENT_WORDS.search(last.source), "the last code cell records the environment"
+
+
+PARAMETER_FILES = sorted((repo_root() / "params").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARAMETER_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_parameter_file_names_only_its_notebooks_parameters(path: Path) -> None:
+    """params/<set>/<NN>_*.yaml belongs to notebook NN; unknown names would only surface when
+    someone runs the file."""
+    notebook = notebooks.resolve_notebook(path.name[:2])
+    notebooks.validate_parameters(notebook, notebooks.load_parameter_file(path))
+
+
+def test_a_parameter_file_with_an_unknown_name_is_caught(tmp_path: Path) -> None:
+    bad = tmp_path / "02_bad.yaml"
+    bad.write_text("dataset: cifar10\nwidht: [8]\n", encoding="utf-8")
+    with pytest.raises(notebooks.UnknownParameterError, match="widht"):
+        notebooks.validate_parameters(
+            notebooks.resolve_notebook("02"), notebooks.load_parameter_file(bad)
+        )
