@@ -19,6 +19,7 @@ from mlw_lib.multilevel import (
 )
 from mlw_lib.multilevel.batchnorm import recalibrate
 from mlw_lib.multilevel.cycle import FASCycle
+from mlw_lib.multilevel.hierarchy import assign_params, detached_params
 from mlw_lib.multilevel.objective import Level
 from mlw_lib.multilevel.tau import make_tau
 from mlw_lib.training import classification_loss
@@ -100,12 +101,8 @@ def restricted_levels(
     transition = match_model(fine_model, config, level=0, seed=seed)
     coarse_model = build_model(fine_model, transition.coarse_sizes())
     layout = fine_model.param_layout()
-    x_c0 = restrict_params(
-        dict(fine_model.named_parameters()), layout, transition.transfers, convention
-    )
-    with torch.no_grad():
-        for name, p in coarse_model.named_parameters():
-            p.copy_(x_c0[name])
+    x_c0 = restrict_params(detached_params(fine_model), layout, transition.transfers, convention)
+    assign_params(coarse_model, x_c0)
     recalibrate(coarse_model, batches, classification_loss)
     coarse = Level(1, coarse_model, torch.optim.SGD(coarse_model.parameters(), lr=0.1), 0.1, 0.5)
     coarse.tau = make_tau(

@@ -17,16 +17,19 @@ from mlw_lib.models import MgNet
 from mlw_lib.models.convnet import ConvNet
 from mlw_lib.models.resnet import ResNet
 from mlw_lib.multilevel import (
-    AxisBinding,
     MultilevelConfig,
-    Role,
     build_model,
     match_model,
     prolong,
     restrict_gradients,
     restrict_params,
 )
-from mlw_lib.multilevel.batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
+from mlw_lib.multilevel.batchnorm import (
+    batchnorm_layers,
+    recalibrate,
+    restrict_running_stats,
+    statistics_binding,
+)
 from mlw_lib.multilevel.groups import check_layout
 from mlw_lib.multilevel.objective import objective_gradient
 from mlw_lib.multilevel.state import named_state
@@ -68,8 +71,7 @@ def prolong_running_stats(small, fine, transfers, convention) -> None:
     fine_layers = batchnorm_layers(fine)
     with torch.no_grad():
         for name, bn in batchnorm_layers(small).items():
-            groups = [b.group for b in layout.get(f"{name}.weight", ()) if b.role is Role.NORM]
-            out = (AxisBinding(groups[0], 0, Role.OUT),) if groups else ()
+            out = statistics_binding(layout, name)
             mean = transform_tensor(bn.running_mean, out, transfers, convention, "prolong")
             std = transform_tensor(bn.running_var.sqrt(), out, transfers, convention, "prolong")
             fine_layers[name].running_mean.copy_(mean)

@@ -53,6 +53,18 @@ def recalibrate(
         model.train(was_training)
 
 
+def normalized_group(layout: Layout, bn: str) -> str | None:
+    """The unit group whose channels BN layer `bn` normalises (its gamma's NORM binding)."""
+    groups = [b.group for b in layout.get(f"{bn}.weight", ()) if b.role is Role.NORM]
+    return groups[0] if groups else None
+
+
+def statistics_binding(layout: Layout, bn: str) -> tuple[AxisBinding, ...]:
+    """How BN `bn`'s running mean/std transfer: like the rows of the conv before it (OUT)."""
+    group = normalized_group(layout, bn)
+    return (AxisBinding(group, 0, Role.OUT),) if group is not None else ()
+
+
 @torch.no_grad()
 def restrict_running_stats(
     fine: nn.Module, coarse: nn.Module, layout: Layout, transfers: Transfers, convention: str
@@ -64,8 +76,7 @@ def restrict_running_stats(
     fine_layers = batchnorm_layers(fine)
     for name, layer in batchnorm_layers(coarse).items():
         source = fine_layers[name]
-        groups = [b.group for b in layout.get(f"{name}.weight", ()) if b.role is Role.NORM]
-        out = (AxisBinding(groups[0], 0, Role.OUT),) if groups else ()
+        out = statistics_binding(layout, name)
         mean = transform_tensor(source.running_mean, out, transfers, convention, "restrict")
         std = transform_tensor(source.running_var.sqrt(), out, transfers, convention, "restrict")
         layer.running_mean.copy_(mean)

@@ -28,7 +28,15 @@ import torch
 from .batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
 from .config import MultilevelConfig
 from .groups import Layout, WidthModel, check_layout
-from .hierarchy import Transition, build_model, check_depth, match_model, reweight
+from .hierarchy import (
+    Transition,
+    assign_params,
+    build_model,
+    check_depth,
+    detached_params,
+    match_model,
+    reweight,
+)
 from .objective import Level, LossFn, Tensors, no_tau, objective_backward
 from .operators import GroupTransfer
 from .state import correct_state, load_named_state, named_state, restrict_state
@@ -139,8 +147,10 @@ class FASCycle:
         with self.meter.phase("transfer"):
             coarse = self._coarse_level(l, transition)
             layout, transfers = fine.model.param_layout(), transition.transfers
-            x_c0 = restrict_params(_params(fine.model), layout, transfers, self.config.convention)
-            _assign(coarse.model, x_c0)
+            x_c0 = restrict_params(
+                detached_params(fine.model), layout, transfers, self.config.convention
+            )
+            assign_params(coarse.model, x_c0)
             m_c0: dict = {}
             if self.config.state_transfer == "restrict":
                 m_c0 = restrict_state(
@@ -271,7 +281,10 @@ class FASCycle:
         transfers = self.transitions[coarse_index - 1].transfers
         with self.meter.phase("transfer"), torch.no_grad():
             x_f = prolong(
-                _params(coarse.model), fine.model.param_layout(), transfers, self.config.convention
+                detached_params(coarse.model),
+                fine.model.param_layout(),
+                transfers,
+                self.config.convention,
             )
             for name, p in fine.model.named_parameters():
                 noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
@@ -298,16 +311,6 @@ class FASCycle:
             transfers = {g: GroupTransfer.from_state_dict(s).to(device) for g, s in saved.items()}
             self.transitions[l] = Transition(transfers, matchings={})
             self._coarse_level(l, self.transitions[l])
-
-
-def _params(model: torch.nn.Module) -> Tensors:
-    return {name: p.detach() for name, p in model.named_parameters()}
-
-
-def _assign(model: torch.nn.Module, values: Tensors) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(values[name])
 
 
 def _clone_state(state: dict) -> dict:

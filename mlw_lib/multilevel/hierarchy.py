@@ -85,6 +85,18 @@ def build_model(template: WidthModel, sizes: dict[str, int]) -> WidthModel:
     return model
 
 
+def detached_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """{name: parameter.detach()}: the parameter values without autograd history."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def assign_params(model: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Copy `values[name]` into every parameter of `model`, in place."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(values[name])
+
+
 def is_channels_last(model: torch.nn.Module) -> bool:
     """Whether the model's 4-D (conv) weights are stored channels_last (NHWC)."""
     return any(

@@ -15,6 +15,7 @@ import torch
 from ..models.registry import parameter_count
 from ..multilevel import WidthModel, build_model, restrict_params
 from ..multilevel.batchnorm import recalibrate
+from ..multilevel.hierarchy import assign_params, detached_params
 from .trainer import TrainResult, classification_loss, evaluate
 
 
@@ -29,14 +30,9 @@ def restricted_hierarchy(result: TrainResult, batches: Sequence[tuple]) -> list[
         fine = models[-1]
         coarse = build_model(fine, transition.coarse_sizes())
         restricted = restrict_params(
-            {name: p.detach() for name, p in fine.named_parameters()},
-            fine.param_layout(),
-            transition.transfers,
-            convention,
+            detached_params(fine), fine.param_layout(), transition.transfers, convention
         )
-        with torch.no_grad():
-            for name, p in coarse.named_parameters():
-                p.copy_(restricted[name])
+        assign_params(coarse, restricted)
         recalibrate(coarse, batches, classification_loss)
         models.append(coarse.eval())
     return models

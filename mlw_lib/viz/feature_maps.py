@@ -9,17 +9,17 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchvision.utils import make_grid
 
-from mlw_lib.multilevel import GroupTransfer, Role, WidthModel
-from mlw_lib.multilevel.batchnorm import batchnorm_layers
+from mlw_lib.multilevel import GroupTransfer, WidthModel
+from mlw_lib.multilevel.batchnorm import batchnorm_layers, normalized_group
 
 
 def first_normalized_layer(model: WidthModel) -> tuple[str, str]:
     """(module name, group) of the first BatchNorm layer whose channels are a unit group."""
     layout = model.param_layout()
     for name in batchnorm_layers(model):
-        for binding in layout.get(f"{name}.weight", ()):
-            if binding.role is Role.NORM:
-                return name, binding.group
+        group = normalized_group(layout, name)
+        if group is not None:
+            return name, group
     raise ValueError(f"{type(model).__name__} has no BatchNorm layer over a coarsened group")
 
 
