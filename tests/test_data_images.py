@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import json
 import pickle
 import shutil
 import tarfile
+import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +309,47 @@ def test_cifar_prefers_full_official_data(
     assert torch.equal(again.x_train, ds.x_train)
     subset = load_cifar10(train_subset=30, test_subset=6, variant="subset")
     assert subset.info.variant == SUBSET_VARIANT
+
+
+@needs_cifar_subset
+def test_cifar_failed_full_download_is_not_retried_for_a_day(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def unreachable(url: str, dest: Path, timeout: float = 60.0) -> None:
+        calls.append(url)
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(sources, "download_file", unreachable)
+    urls = list(CIFAR10_FULL_SPEC.files[0].urls)
+    assert load_cifar10(train_subset=10, test_subset=10).info.variant == SUBSET_VARIANT
+    assert calls == urls
+    failures = root / sources.DOWNLOAD_FAILURES_FILE
+    record = json.loads(failures.read_text())
+    assert list(record) == [CIFAR10_FULL_SPEC.name]
+
+    # Within a day "auto" falls back at once, and says how to retry.
+    with pytest.warns(UserWarning, match=r"not downloaded again .*download-failures\.json"):
+        again = load_cifar10(train_subset=10, test_subset=10)
+    assert again.info.variant == SUBSET_VARIANT and calls == urls
+    # Asking for the full data explicitly always tries the download.
+    with pytest.raises(DataUnavailableError, match="no route to host"):
+        load_cifar10(train_subset=10, variant="full")
+    assert calls == urls * 2
+    # A day later "auto" tries again.
+    old = datetime.now(UTC) - sources.RETRY_DOWNLOAD_AFTER - timedelta(minutes=1)
+    failures.write_text(json.dumps({CIFAR10_FULL_SPEC.name: old.isoformat()}))
+    load_cifar10(train_subset=10, test_subset=10)
+    assert calls == urls * 3
+
+    # The record never hides full data that is already in the data root.
+    tarball = root / TARBALL
+    _official_cifar_tarball(tarball, per_batch=2, seed=2)
+    _use_full_tarball(monkeypatch, tarball)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_cifar10(train_subset=4, test_subset=2).info.variant == "full official"
 
 
 @needs_cifar_subset

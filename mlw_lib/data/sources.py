@@ -10,7 +10,9 @@ A dataset is declared once as a `DatasetSpec` (its files, their md5s and officia
 Each file's md5 is checked every time, whatever its source; a mismatch raises
 `ChecksumError` and a corrupt file is never used. Where each file originally came from is
 recorded in `provenance.json` next to the files, so a later cache hit still reports it.
-`ensure_first(specs)` does the same for a dataset with alternative file sets.
+`ensure_first(specs)` does the same for a dataset with alternative file sets; when a preferred
+set's download fails it is not retried for `RETRY_DOWNLOAD_AFTER` (recorded in
+`download-failures.json` in the data root), so offline loads fall back at once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.client import HTTPException
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from mlw_lib.paths import data_root, repo_root
 
 MIRROR_ENV = "MLW_DATA_MIRROR"
 PROVENANCE_FILE = "provenance.json"
+DOWNLOAD_FAILURES_FILE = "download-failures.json"
+RETRY_DOWNLOAD_AFTER = timedelta(hours=24)
 _CHUNK = 1 << 20
 
 
@@ -197,17 +201,33 @@ def ensure_first(
 
     Each alternative goes through cache, mirror and its own download URLs before the next is
     tried; `FetchResult.spec` says which one was used. An unavailable alternative falls
-    through, a checksum mismatch raises. When none is available, the `DataUnavailableError`
+    through, a checksum mismatch raises. A preferred alternative whose download failed within
+    `RETRY_DOWNLOAD_AFTER` is only looked for in the cache and the mirror (with a warning);
+    delete `<data root>/download-failures.json` to retry at once. The last alternative is
+    always downloaded when missing. When none is available, the `DataUnavailableError`
     lists what each lacked (a single spec's error is raised unchanged).
     """
     if not specs:
         raise ValueError("ensure_first needs at least one DatasetSpec")
+    failures_root = Path(root).resolve() if root is not None else data_root()
     errors: list[DataUnavailableError] = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
+        preferred = i < len(specs) - 1  # a later alternative can stand in for it
+        failed_at = _recent_download_failure(failures_root, spec) if preferred else None
+        download = allow_download and failed_at is None
         try:
-            return ensure_files(spec, root, mirror, allow_download)
+            return ensure_files(spec, root, mirror, download)
         except DataUnavailableError as exc:
             errors.append(exc)
+            if failed_at is not None and allow_download:
+                warnings.warn(
+                    f"{spec.name}: not downloaded again (its download failed at {failed_at};"
+                    f" retried after {RETRY_DOWNLOAD_AFTER}), so the next alternative is used."
+                    f" To retry now, delete {_failures_path(failures_root)}.",
+                    stacklevel=2,
+                )
+            elif preferred and download and any(f.urls for f in spec.files):
+                _record_download_failure(failures_root, spec)
     if len(errors) == 1:
         raise errors[0]
     names = ", ".join(spec.name for spec in specs)
@@ -311,6 +331,42 @@ def _gunzip_in_place(path: Path) -> None:
         os.replace(out, path)
     finally:
         out.unlink(missing_ok=True)
+
+
+# --- failed downloads of preferred alternatives ------------------------------------------
+
+
+def _failures_path(root: Path) -> Path:
+    return root / DOWNLOAD_FAILURES_FILE
+
+
+def _read_failures(root: Path) -> dict[str, str]:
+    """`{spec name: UTC time of its last failed download}`; empty if absent or unreadable."""
+    try:
+        data = json.loads(_failures_path(root).read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _recent_download_failure(root: Path, spec: DatasetSpec) -> str | None:
+    """When `spec`'s download last failed, if within `RETRY_DOWNLOAD_AFTER`; else None."""
+    try:
+        failed = datetime.fromisoformat(_read_failures(root)[spec.name])
+    except (KeyError, ValueError):
+        return None
+    return failed.isoformat() if datetime.now(UTC) - failed < RETRY_DOWNLOAD_AFTER else None
+
+
+def _record_download_failure(root: Path, spec: DatasetSpec) -> None:
+    failures = _read_failures(root)
+    failures[spec.name] = datetime.now(UTC).isoformat(timespec="seconds")
+    path = _failures_path(root)
+    try:
+        with _staged(path) as tmp:
+            tmp.write_text(json.dumps(failures, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:  # a read-only data root: the download is simply tried next time
+        warnings.warn(f"could not write {path}: {exc}", stacklevel=4)
 
 
 # --- provenance ---------------------------------------------------------------------------
