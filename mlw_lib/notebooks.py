@@ -264,16 +264,29 @@ def quiet_papermill_inspection() -> Iterator[None]:
             logger.removeFilter(warning_filter)
 
 
+# Folders named by environment variables; the kernel runs in notebooks/, so relative values
+# are made absolute against the caller's working directory before it starts.
+PATH_VARIABLES = ("MLW_DATA_ROOT", "MLW_DATA_MIRROR", "MLW_FIGURES_DIR", "MLW_MLFLOW_DIR")
+
+
 @contextlib.contextmanager
 def headless_environment() -> Iterator[None]:
-    """Temporarily default `MPLBACKEND=Agg` for the kernel (a value set by the caller wins)."""
-    previous = os.environ.get("MPLBACKEND")
+    """The kernel's environment while it runs: `MPLBACKEND=Agg` unless the caller set one, and
+    every `PATH_VARIABLES` value absolute (relative to the caller's cwd). Restored afterwards."""
+    saved = {name: os.environ.get(name) for name in ("MPLBACKEND", *PATH_VARIABLES)}
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in PATH_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            os.environ[name] = str(Path(value).expanduser().resolve())
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("MPLBACKEND", None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def output_path_for(source: Path, output_dir: Path, suffix: str | None = None) -> Path:

@@ -312,3 +312,21 @@ def test_cli_values_are_yaml() -> None:
     assert parse_grid_values("0.1,0.01") == [0.1, 0.01]
     assert parse_grid_values("[[64], [128, 64]]") == [[64], [128, 64]]
     assert yaml.safe_load("1e-3") == "1e-3"  # why parse_value special-cases it
+
+
+def test_kernel_gets_absolute_folders_and_the_caller_keeps_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel runs in notebooks/, so `MLW_FIGURES_DIR=figures/paper` typed in the repository
+    # root must reach it as <cwd>/figures/paper, not notebooks/figures/paper.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLW_FIGURES_DIR", "figures/paper")
+    monkeypatch.setenv("MLW_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    with notebooks.headless_environment():
+        assert os.environ["MLW_FIGURES_DIR"] == str(tmp_path / "figures" / "paper")
+        assert os.environ["MLW_DATA_ROOT"] == str(tmp_path / "data")
+        assert "MLW_MLFLOW_DIR" not in os.environ and os.environ["MPLBACKEND"] == "Agg"
+    assert os.environ["MLW_FIGURES_DIR"] == "figures/paper"
+    assert "MPLBACKEND" not in os.environ
