@@ -147,3 +147,25 @@ def test_a_layout_that_disagrees_with_the_parameters_is_rejected():
             TrainConfig(epochs=1.0, batch_size=32),
             MultilevelConfig(levels=2),
         )
+
+
+@pytest.mark.parametrize("kind", ["norm", "uniform"])
+def test_unit_weights_between_matchings(kind):
+    """omega = ||feature|| is recomputed from the current parameters; uniform stays ones."""
+    from mlw_lib.multilevel.hierarchy import match_model, reweight
+
+    model = MLP(12, [16, 8], 4)
+    config = MultilevelConfig(levels=2, unit_weights=kind)
+    first = match_model(model, config, level=0, seed=0)
+    with torch.no_grad():
+        model.linears[0].weight.mul_(3.0)
+    second = reweight(first, model, config)
+    before, after = first.transfers["hidden0"].weights, second.transfers["hidden0"].weights
+    assert torch.equal(second.transfers["hidden0"].assign, first.transfers["hidden0"].assign)
+    if kind == "uniform":
+        assert torch.equal(after, torch.ones(16, dtype=torch.float64))
+        assert torch.equal(second.transfers["hidden1"].weights, first.transfers["hidden1"].weights)
+    else:
+        expected = model.unit_features("hidden0").norm(dim=1).double()
+        torch.testing.assert_close(after, expected)
+        assert bool((after > before).all())

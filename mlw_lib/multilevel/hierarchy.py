@@ -62,7 +62,10 @@ def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: i
 
 
 def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig) -> Transition:
-    """Same assignment, unit weights recomputed from the current parameters."""
+    """Same assignment, unit weights recomputed from the current parameters (uniform
+    weights never change: then the transition is returned as it is)."""
+    if config.unit_weights == "uniform":
+        return transition
     transfers = {
         group: GroupTransfer(
             t.assign, unit_weights(model.unit_features(group), config.unit_weights), t.n_coarse
