@@ -8,9 +8,10 @@ Prints, and writes as JSON to `runs/benchmarks/bench_cnn.json`:
     im2col GEMMs), / the rate of the model's own conv kernels; the large-square peak too;
 (b) the same epoch in the default (NCHW) memory format, interleaved with (a): which layout is
     faster;
-(c) the time per phase of a 2-level V-cycle (batches_per_phase=4, tau="cycle",
-    batchnorm="recalibrate"), the share of transfer + tau + matching + recalibration, and the
-    cost of a coarse step relative to its FLOP ratio;
+(c) the time per phase of a 2-level V-cycle (batches_per_phase=4, tau="cycle", and again with
+    tau="none"; batchnorm="recalibrate", and tau="none" with batchnorm="keep", which trains
+    identically), the share of transfer + tau + matching + recalibration, and the cost of a
+    coarse step relative to its FLOP ratio;
 (d) peak resident memory of a single-level and a 2-level epoch, each in its own subprocess.
 
 A summary table lists every figure with its target and PASS/MISS. Timings are best (min) of
@@ -118,9 +119,16 @@ class Bench:
         _, channels, size, _ = self.data.x_train.shape
         return build_cnn(self.model, WIDTHS, channels, NUM_CLASSES, size, blocks=BLOCKS)
 
-    def train(self, epochs: float, levels: int = 1, channels_last: bool = True):
+    def train(
+        self,
+        epochs: float,
+        levels: int = 1,
+        channels_last: bool = True,
+        tau: str = "cycle",
+        batchnorm: str = "recalibrate",
+    ):
         """(wall seconds of the whole train() call, TrainResult) of a fresh model; augmentation
-        on; evaluation only at the end."""
+        on; evaluation only at the end; V-cycles with the given tau and BatchNorm modes."""
         from mlw_lib.multilevel import MultilevelConfig
         from mlw_lib.training import TrainConfig, train
 
@@ -140,7 +148,7 @@ class Bench:
         multilevel = MultilevelConfig(levels=1)
         if levels > 1:
             multilevel = MultilevelConfig(
-                levels=levels, batches_per_phase=4, tau="cycle", batchnorm="recalibrate"
+                levels=levels, batches_per_phase=4, tau=tau, batchnorm=batchnorm
             )
         model = self.new_model()
         return timed(lambda: train(model, self.data, config, multilevel), self.device)
@@ -426,16 +434,19 @@ def print_layouts(res: dict) -> None:
 
 
 # ------------------------------------------------------------------------ (c) V-cycle
-def bench_vcycle(bench: Bench, epochs: float, repeats: int) -> dict:
+def bench_vcycle(
+    bench: Bench, epochs: float, repeats: int, tau: str, batchnorm: str = "recalibrate"
+) -> dict:
     """Phase table of the fastest of `repeats` 2-level runs (after a one-cycle warm-up)."""
-    bench.train(0.1, levels=2)  # warm-up: coarse FLOP count, matching, recalibration
+    modes = {"tau": tau, "batchnorm": batchnorm}
+    bench.train(0.1, levels=2, **modes)  # warm-up: coarse FLOP count, matching, recalibration
     best = None
     for _ in range(repeats):
-        _, result = bench.train(epochs, levels=2)
+        _, result = bench.train(epochs, levels=2, **modes)
         if best is None or result.meter.wall_time < best.meter.wall_time:
             best = result
     out = phase_table(best, PHASES, OVERHEAD_PHASES, MACHINERY_PHASES)
-    out.update(levels=2, epochs=epochs, repeats=repeats)
+    out.update(levels=2, epochs=epochs, repeats=repeats, **modes)
     return out
 
 
@@ -494,7 +505,9 @@ def epoch_status(ratio: float, single: dict, device: torch.device) -> str:
     return verdict(ratio <= TARGET_EPOCH_RATIO) if device.type == "cpu" else "info (CPU target)"
 
 
-def summary_rows(single: dict, vcycle: dict, mem: dict, device: torch.device) -> list[dict]:
+def summary_rows(
+    single: dict, vcycle: dict, no_tau: dict, keep: dict, mem: dict, device: torch.device
+) -> list[dict]:
     nhwc = single["layouts"]["channels_last"]
     share_target = f"<= {100 * TARGET_OVERHEAD_SHARE:.0f}%"
     literal, machinery = vcycle["overhead_time_share"], vcycle["machinery_time_share"]
@@ -542,6 +555,18 @@ def summary_rows(single: dict, vcycle: dict, mem: dict, device: torch.device) ->
             f"{100 * machinery:.1f}%",
             share_target,
             verdict(machinery <= TARGET_OVERHEAD_SHARE),
+        ),
+        row(
+            "(c) 2-level, no tau: transfer+matching+recal. time share",
+            f"{100 * no_tau['overhead_time_share']:.1f}%",
+            share_target,
+            verdict(no_tau["overhead_time_share"] <= TARGET_OVERHEAD_SHARE),
+        ),
+        row(
+            "(c) 2-level, no tau, BN statistics kept: transfer+matching",
+            f"{100 * keep['overhead_time_share']:.1f}%",
+            share_target,
+            verdict(keep["overhead_time_share"] <= TARGET_OVERHEAD_SHARE),
         ),
         row(
             "(c) 2-level: the same phases' share of charged work",
@@ -652,13 +677,18 @@ def main(argv: list[str] | None = None) -> None:
     vcycle_repeats = max(1, args.repeats - 1)
     vcycle_epochs = VCYCLE_EPOCHS[1] if args.quick else VCYCLE_EPOCHS[0]
     print(
-        f"\n(c) 2-level V-cycle time breakdown (batches_per_phase=4, tau='cycle', "
-        f"batchnorm='recalibrate', {vcycle_epochs:g} epochs of work; the fastest of "
-        f"{vcycle_repeats} runs; seconds from the WorkMeter, test evaluation excluded)"
+        f"\n(c) 2-level V-cycle time breakdown (batches_per_phase=4; tau='cycle' and 'none' with "
+        f"batchnorm='recalibrate', tau='none' with 'keep'; {vcycle_epochs:g} epochs of work; "
+        f"the fastest of {vcycle_repeats} runs; seconds from the WorkMeter, test evaluation "
+        "excluded)"
     )
     contention = OtherCpu()
-    vcycle = bench_vcycle(bench, vcycle_epochs, vcycle_repeats)
+    vcycle = bench_vcycle(bench, vcycle_epochs, vcycle_repeats, "cycle")
     print_vcycle("2-level, tau per cycle", vcycle)
+    no_tau = bench_vcycle(bench, vcycle_epochs, vcycle_repeats, "none")
+    print_vcycle("2-level, no tau", no_tau)
+    keep = bench_vcycle(bench, vcycle_epochs, vcycle_repeats, "none", batchnorm="keep")
+    print_vcycle("2-level, no tau, coarse BN statistics kept (same training)", keep)
     vcycle["contention"] = contention.report()
     print(describe_contention(vcycle["contention"]))
 
@@ -668,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
         "2-level epoch",
     )
 
-    rows = summary_rows(single, vcycle, mem, device)
+    rows = summary_rows(single, vcycle, no_tau, keep, mem, device)
     sections = {
         "(a)/(b)": single["contention"],
         "(c)": vcycle["contention"],
@@ -684,6 +714,8 @@ def main(argv: list[str] | None = None) -> None:
         "kernels": kernel,
         "single_level": single,
         "vcycle": vcycle,
+        "vcycle_no_tau": no_tau,
+        "vcycle_no_tau_keep": keep,
         "memory": mem,
         "summary": rows,
         "total_seconds": total,

@@ -256,6 +256,27 @@ def test_multilevel_training_runs_on_conv_nets(model_name, batchnorm):
         assert cycle.meter.work_by_phase["recalibration"] > 0
 
 
+@pytest.mark.parametrize("model_name", ["resnet", "mgnet", "convnet-pool"])
+def test_keeping_coarse_statistics_trains_exactly_like_recalibrating(model_name):
+    """Training runs BN in train mode (batch statistics), so the coarse running statistics are
+    never read: "keep" must give the very same fine parameters without the recalibration."""
+    x, y = images(96, 2)
+    finals, cycles = {}, {}
+    for mode in ("recalibrate", "keep"):
+        torch.manual_seed(0)
+        model = MODELS[model_name]().double()
+        config = MultilevelConfig(levels=2, batches_per_phase=2, batchnorm=mode, rematch_every=2)
+        cycles[mode] = make_cycle(model, config, x, y)
+        for _ in range(4):
+            cycles[mode].run_cycle()
+        finals[mode] = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for name, value in finals["recalibrate"].items():
+        assert torch.equal(value, finals["keep"][name]), name
+    assert cycles["recalibrate"].meter.work_by_phase["recalibration"] > 0
+    assert cycles["keep"].meter.work_by_phase["recalibration"] == 0
+    assert cycles["keep"].meter.seconds["recalibration"] == 0
+
+
 # MgNet -------------------------------------------------------------------------------------------
 def mgnet_parameters(iterations, widths, in_channels, num_classes, shared):
     """Parameter count from the architecture: 3x3 convs without bias, 2 per BN channel."""

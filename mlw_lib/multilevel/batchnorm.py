@@ -2,8 +2,11 @@
 
 Running means and variances are buffers, not parameters, so restriction does not carry them.
 After x_c0 = R x the coarse net's statistics are either *recalibrated* (reset, then estimated
-as the plain average over a few minibatches in train mode; the default) or *restricted*
-approximately from the fine ones. A BN layer follows the group its weight is bound to.
+as the plain average over a few minibatches in train mode; the default), *restricted*
+approximately from the fine ones, or *kept* as they are: training runs BN in train mode,
+which normalizes with batch statistics and never reads the running ones, so "keep" trains
+exactly like "recalibrate" (a test checks it) without the extra forward passes; recalibrate
+before evaluating a coarse net. A BN layer follows the group its weight is bound to.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .groups import AxisBinding, Layout, Role
 from .transfer import Transfers, transform_tensor
 
-BATCHNORM_MODES = ("recalibrate", "restrict")
+BATCHNORM_MODES = ("recalibrate", "restrict", "keep")
 
 
 def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:

@@ -37,7 +37,8 @@ class MultilevelConfig:
     state_damping: float = 1.0  # beta for the optimizer-state correction
     state_transfer: str = "restrict"  # "restrict" optimizer state, or "reset" it each cycle
     batchnorm: str = "recalibrate"  # coarse BN statistics: "recalibrate" (train-mode pass on
-    # the tau minibatches) or "restrict" (approximate restriction of the fine statistics)
+    # the tau minibatches), "restrict" (approximate restriction of the fine statistics) or
+    # "keep" (untouched: training never reads them; same training, less work)
     recalibrate_fine: bool = False  # also recalibrate the fine net's BN after each correction
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging

@@ -7,7 +7,7 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
         if l == L-1:  return
         operators:    match (every M-th visit) or re-weight          A, omega -> R, P
         restrict:     x_c0 = R x_l,  m_c0 = R m_l                    (coarse start point)
-                      BatchNorm statistics: recalibrated on B_tau, or restricted
+                      BatchNorm statistics: recalibrated on B_tau, restricted, or kept
         tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on the
                       pre-smoothing minibatches B_tau
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are the
@@ -162,7 +162,7 @@ class FASCycle:
             load_named_state(coarse.optimizer, coarse.model, _clone_state(m_c0))
             self.meter.charge_flops(2 * transfer_flops(x_c0))
         batches = list(tau_batches) if tau_batches is not None else []
-        if batchnorm_layers(coarse.model):
+        if self.config.batchnorm != "keep" and batchnorm_layers(coarse.model):
             if not batches:  # nested iteration has no pre-smoothing batches
                 batches = self._batches(None)
             self._running_statistics(fine, coarse, layout, transfers, batches)
