@@ -505,11 +505,16 @@ def epoch_status(ratio: float, single: dict, device: torch.device) -> str:
     return verdict(ratio <= TARGET_EPOCH_RATIO) if device.type == "cpu" else "info (CPU target)"
 
 
+def share_row(figure: str, share: float) -> dict:
+    """A summary row for a time share against the <= 10% target."""
+    target = f"<= {100 * TARGET_OVERHEAD_SHARE:.0f}%"
+    return row(figure, f"{100 * share:.1f}%", target, verdict(share <= TARGET_OVERHEAD_SHARE))
+
+
 def summary_rows(
     single: dict, vcycle: dict, no_tau: dict, keep: dict, mem: dict, device: torch.device
 ) -> list[dict]:
     nhwc = single["layouts"]["channels_last"]
-    share_target = f"<= {100 * TARGET_OVERHEAD_SHARE:.0f}%"
     literal, machinery = vcycle["overhead_time_share"], vcycle["machinery_time_share"]
     ratio = mem["epoch_peak_ratio"]
     epoch_target = f"<= {TARGET_EPOCH_RATIO}x"
@@ -544,29 +549,15 @@ def summary_rows(
             "-",
             "info",
         ),
-        row(
-            "(c) 2-level: transfer+tau+matching+recal. time share",
-            f"{100 * literal:.1f}%",
-            share_target,
-            verdict(literal <= TARGET_OVERHEAD_SHARE),
-        ),
-        row(
-            "(c) 2-level: machinery (no tau grads) time share",
-            f"{100 * machinery:.1f}%",
-            share_target,
-            verdict(machinery <= TARGET_OVERHEAD_SHARE),
-        ),
-        row(
+        share_row("(c) 2-level: transfer+tau+matching+recal. time share", literal),
+        share_row("(c) 2-level: machinery (no tau grads) time share", machinery),
+        share_row(
             "(c) 2-level, no tau: transfer+matching+recal. time share",
-            f"{100 * no_tau['overhead_time_share']:.1f}%",
-            share_target,
-            verdict(no_tau["overhead_time_share"] <= TARGET_OVERHEAD_SHARE),
+            no_tau["overhead_time_share"],
         ),
-        row(
+        share_row(
             "(c) 2-level, no tau, BN statistics kept: transfer+matching",
-            f"{100 * keep['overhead_time_share']:.1f}%",
-            share_target,
-            verdict(keep["overhead_time_share"] <= TARGET_OVERHEAD_SHARE),
+            keep["overhead_time_share"],
         ),
         row(
             "(c) 2-level: the same phases' share of charged work",
