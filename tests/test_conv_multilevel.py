@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import make_cycle, random_transfer, restricted_levels
 
-from mlw_lib.models import MgNet
+from mlw_lib.models import MLP, MgNet
 from mlw_lib.models.convnet import ConvNet
 from mlw_lib.models.resnet import ResNet
 from mlw_lib.multilevel import (
@@ -213,6 +213,26 @@ def test_zero_coarse_steps_leave_conv_net_unchanged(model_name, batchnorm):
 
 
 # residual streams: consistency check ------------------------------------------------------------
+@pytest.mark.parametrize("model_name", [*MODELS, "mlp"])
+def test_unit_feature_norms_are_the_norms_of_the_features(model_name):
+    torch.manual_seed(0)
+    model = MLP(8, [10, 6], 3) if model_name == "mlp" else MODELS[model_name]()
+    for group in model.group_sizes():
+        expected = model.unit_features(group).norm(dim=1)
+        torch.testing.assert_close(model.unit_feature_norms(group), expected)
+
+
+def test_unit_feature_norms_follow_an_overridden_unit_features():
+    class Doubled(MLP):
+        def unit_features(self, group):
+            return 2 * super().unit_features(group)
+
+    torch.manual_seed(0)
+    model = Doubled(8, [10, 6], 3)
+    expected = 2 * MLP.unit_features(model, "hidden0").norm(dim=1)
+    torch.testing.assert_close(model.unit_feature_norms("hidden0"), expected)
+
+
 def test_inconsistent_residual_stream_is_named():
     model = MODELS["resnet-streams"]()
     check_layout(model)  # consistent as declared

@@ -22,7 +22,7 @@ from mlw_lib.multilevel import (
     restrict_gradients,
     restrict_params,
 )
-from mlw_lib.multilevel.matching import max_pairs_for, similarity_matrix
+from mlw_lib.multilevel.matching import max_pairs_for, mutual_best_pairs, similarity_matrix
 from mlw_lib.multilevel.objective import (
     loss_gradient,
     objective,
@@ -261,6 +261,33 @@ def test_matching_is_valid(seed, n, f, ratio, method, similarity):
         assert m.assign[i] == m.assign[j]
     again = match_units(features, ratio, method, similarity, seed)
     assert torch.equal(again.assign, m.assign)  # deterministic / seeded
+
+
+def reference_mutual_best(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
+    """Mutual-best matching spelled out with Python lists: each round, every free unit's best
+    free neighbour; mutual pairs with positive similarity are committed, strongest first."""
+    s, free, pairs = sim.tolist(), list(range(sim.shape[0])), []
+    while len(pairs) < max_pairs and len(free) >= 2:
+        best = {i: max((j for j in free if j != i), key=lambda j, i=i: s[i][j]) for i in free}
+        found = [(s[i][best[i]], i, best[i]) for i in free if best[best[i]] == i < best[i]]
+        found = sorted((t for t in found if t[0] > 0), key=lambda t: -t[0])
+        if not found:
+            break
+        committed = found[: max_pairs - len(pairs)]
+        pairs += [(i, j) for _, i, j in committed]
+        taken = {u for _, i, j in committed for u in (i, j)}
+        free = [u for u in free if u not in taken]
+    return pairs
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 48), ratio=st.floats(0.3, 0.95))
+def test_mutual_best_matches_its_definition(seed, n, ratio):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, 5, generator=g) + 0.5 * torch.randn(1, 5, generator=g)
+    sim = similarity_matrix(features)
+    max_pairs = max_pairs_for(n, ratio)
+    assert mutual_best_pairs(sim, max_pairs) == reference_mutual_best(sim, max_pairs)
 
 
 def test_units_with_only_negative_similarity_are_never_merged():

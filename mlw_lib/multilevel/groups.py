@@ -79,6 +79,24 @@ class WidthModel(nn.Module, abc.ABC):
         `in_matching` (incoming weights, plus bias where it counts). Override for
         functional similarities (e.g. attention heads).
         """
+        return torch.cat(self._feature_parts(group), dim=1)
+
+    def unit_feature_norms(self, group: str) -> torch.Tensor:
+        """||unit_features(group)[i]|| for every unit: (n_units,).
+
+        Default: from the parts, without building the concatenated features (the unit
+        weights need only the norms, every cycle); a model that overrides `unit_features`
+        gets the norms of its own features.
+        """
+        if type(self).unit_features is not WidthModel.unit_features:
+            return self.unit_features(group).norm(dim=1)
+        squares = [
+            torch.linalg.vector_norm(part, dim=1).square() for part in self._feature_parts(group)
+        ]
+        return torch.stack(squares).sum(dim=0).sqrt()
+
+    def _feature_parts(self, group: str) -> list[torch.Tensor]:
+        """The (n_units, -1) views of the parameters whose OUT axis is `group` (matching)."""
         params = dict(self.named_parameters())
         parts = []
         for name, bindings in self.param_layout().items():
@@ -87,7 +105,7 @@ class WidthModel(nn.Module, abc.ABC):
                     parts.append(units_first(params[name].detach(), b))
         if not parts:
             raise ValueError(f"group {group!r} has no OUT-role parameters to match on")
-        return torch.cat(parts, dim=1)
+        return parts
 
 
 def units_first(tensor: torch.Tensor, binding: AxisBinding) -> torch.Tensor:

@@ -31,11 +31,13 @@ class Transition:
         return {group: t.state_dict() for group, t in self.transfers.items()}
 
 
-def unit_weights(features: torch.Tensor, kind: str) -> torch.Tensor:
-    """omega: (n, f) -> (n,), feature norms (floored) or ones."""
+def unit_weights(model: WidthModel, group: str, kind: str) -> torch.Tensor:
+    """omega of every unit of `group`: (n,), feature norms (floored) or ones."""
     if kind == "uniform":
-        return torch.ones(features.shape[0], dtype=torch.float64, device=features.device)
-    norms = features.detach().norm(dim=1).to(torch.float64)
+        param = next(model.parameters())
+        n = model.group_sizes()[group]
+        return torch.ones(n, dtype=torch.float64, device=param.device)
+    norms = model.unit_feature_norms(group).to(torch.float64)
     return norms.clamp_min(1e-8 * float(norms.max().clamp_min(1e-30)))
 
 
@@ -56,7 +58,7 @@ def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: i
             )
         matchings[group] = matching
         transfers[group] = GroupTransfer(
-            matching.assign, unit_weights(features, config.unit_weights), matching.n_coarse
+            matching.assign, unit_weights(model, group, config.unit_weights), matching.n_coarse
         )
     return Transition(transfers, matchings, feature_dims)
 
@@ -67,9 +69,7 @@ def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig
     if config.unit_weights == "uniform":
         return transition
     transfers = {
-        group: GroupTransfer(
-            t.assign, unit_weights(model.unit_features(group), config.unit_weights), t.n_coarse
-        )
+        group: GroupTransfer(t.assign, unit_weights(model, group, config.unit_weights), t.n_coarse)
         for group, t in transition.transfers.items()
     }
     return Transition(transfers, transition.matchings, transition.feature_dims)

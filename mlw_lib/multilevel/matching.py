@@ -64,14 +64,16 @@ def max_pairs_for(n_fine: int, ratio: float) -> int:
 def mutual_best_pairs(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
     """Deterministic: pair i, j when each is the other's best free neighbour; repeat.
 
-    Each round works on the similarity among the still-free units only and commits all its
-    mutual pairs at once (they are disjoint), strongest first, up to `max_pairs`.
+    Each round works on the similarity among the still-free units only (a submatrix that
+    shrinks with every round) and commits all its mutual pairs at once (they are disjoint),
+    strongest first, up to `max_pairs`.
     """
     free = torch.arange(sim.shape[0], device=sim.device)  # global indices, increasing
+    sub = sim  # similarity among the free units, (len(free), len(free))
     found_i, found_j = [], []
     n_pairs = 0
     while n_pairs < max_pairs and free.numel() >= 2:
-        best_sim, best = sim[free][:, free].max(dim=1)
+        best_sim, best = sub.max(dim=1)
         local = torch.arange(free.numel(), device=sim.device)
         mutual = (best[best] == local) & (local < best) & (best_sim > 0)
         found = local[mutual]
@@ -85,7 +87,9 @@ def mutual_best_pairs(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]
         keep = torch.ones_like(free, dtype=torch.bool)
         keep[take] = False
         keep[best[take]] = False
-        free = free[keep]
+        kept = keep.nonzero().squeeze(1)
+        free = free[kept]
+        sub = sub.index_select(0, kept).index_select(1, kept)
     if not found_i:
         return []
     return list(zip(torch.cat(found_i).tolist(), torch.cat(found_j).tolist(), strict=True))

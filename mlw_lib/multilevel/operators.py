@@ -67,8 +67,8 @@ class GroupTransfer:
 
     def split(self, coarse: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """Q^T y: fine unit i gets w_i / d_c of its coarse unit's entries (n_c -> n_f)."""
-        fine = self.copy(coarse, dim)
-        return fine * self._along(self.share, fine, dim)
+        fine = self.copy(coarse, dim)  # a new tensor: scaled in place
+        return fine.mul_(self._along(self.share, fine, dim))
 
     def to(self, device: torch.device | str) -> GroupTransfer:
         return GroupTransfer(self.assign.to(device), self.weights.to(device), self.n_coarse)
