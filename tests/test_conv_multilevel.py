@@ -212,7 +212,7 @@ def test_zero_coarse_steps_leave_conv_net_unchanged(model_name, batchnorm):
         assert torch.equal(after[name]["momentum_buffer"], entries["momentum_buffer"]), name
 
 
-# residual streams: consistency check ------------------------------------------------------------
+# unit feature norms (the unit weights between re-matchings) -------------------------------------
 @pytest.mark.parametrize("model_name", [*MODELS, "mlp"])
 def test_unit_feature_norms_are_the_norms_of_the_features(model_name):
     torch.manual_seed(0)
@@ -233,6 +233,7 @@ def test_unit_feature_norms_follow_an_overridden_unit_features():
     torch.testing.assert_close(model.unit_feature_norms("hidden0"), expected)
 
 
+# residual streams: consistency check ------------------------------------------------------------
 def test_inconsistent_residual_stream_is_named():
     model = MODELS["resnet-streams"]()
     check_layout(model)  # consistent as declared

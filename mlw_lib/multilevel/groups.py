@@ -90,10 +90,8 @@ class WidthModel(nn.Module, abc.ABC):
         """
         if type(self).unit_features is not WidthModel.unit_features:
             return self.unit_features(group).norm(dim=1)
-        squares = [
-            torch.linalg.vector_norm(part, dim=1).square() for part in self._feature_parts(group)
-        ]
-        return torch.stack(squares).sum(dim=0).sqrt()
+        parts = self._feature_parts(group)
+        return sum(torch.linalg.vector_norm(part, dim=1).square() for part in parts).sqrt()
 
     def _feature_parts(self, group: str) -> list[torch.Tensor]:
         """The (n_units, -1) views of the parameters whose OUT axis is `group` (matching)."""
