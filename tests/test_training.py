@@ -169,3 +169,27 @@ def test_unit_weights_between_matchings(kind):
         expected = model.unit_features("hidden0").norm(dim=1).double()
         torch.testing.assert_close(after, expected)
         assert bool((after > before).all())
+
+
+def test_counting_a_new_coarse_size_is_timed_as_accounting():
+    """The FLOP count of a coarse size seen for the first time is bookkeeping: its time goes
+    to the phase `accounting`, not to `transfer`."""
+    import time
+
+    from helpers import make_cycle, toy_data
+
+    x, y = toy_data(64, 12, 4, seed=0, dtype=torch.float32)
+    cycle = make_cycle(MLP(12, [16, 8], 4), MultilevelConfig(levels=2), x, y)
+    count = cycle.work_of
+    pause = 0.3
+
+    def slow_count(model):
+        time.sleep(pause)
+        return count(model)
+
+    cycle.work_of = slow_count
+    cycle.run_cycle()
+    assert cycle.meter.seconds["accounting"] >= pause
+    assert cycle.meter.seconds["transfer"] < pause
+    cycle.run_cycle()  # same coarse sizes: no new count
+    assert cycle.meter.seconds["accounting"] < 2 * pause

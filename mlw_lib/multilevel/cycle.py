@@ -252,10 +252,10 @@ class FASCycle:
         if len(self.levels) > l + 1 and self.levels[l + 1].model.group_sizes() == sizes:
             return self.levels[l + 1]
         model = build_model(self.levels[l].model, sizes)
+        with self.meter.phase("accounting"):
+            work = self.work_of(model)
         lr = self._lrs[l + 1]
-        level = Level(
-            l + 1, model, self.make_optimizer(list(model.parameters()), lr), lr, self.work_of(model)
-        )
+        level = Level(l + 1, model, self.make_optimizer(list(model.parameters()), lr), lr, work)
         if len(self.levels) > l + 1:
             self.levels[l + 1] = level
         else:

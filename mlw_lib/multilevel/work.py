@@ -18,21 +18,56 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 # "tau_gradient": the forward+backward passes tau needs (charged WU); "tau": the rest of it;
-# "recalibration": train-mode forward passes that re-estimate BatchNorm statistics.
-PHASES = ("smooth", "coarse", "tau_gradient", "tau", "transfer", "matching", "recalibration")
+# "recalibration": train-mode forward passes that re-estimate BatchNorm statistics;
+# "accounting": counting the FLOPs of a coarse size seen for the first time (bookkeeping).
+PHASES = (
+    "smooth",
+    "coarse",
+    "tau_gradient",
+    "tau",
+    "transfer",
+    "matching",
+    "recalibration",
+    "accounting",
+)
 # A forward pass costs about a third of forward + backward (the backward pass computes two
 # products, input and weight gradients, per forward product).
 FORWARD_SHARE = 1.0 / 3.0
 
 
 def forward_backward_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
-    """FLOPs of one forward + backward pass of `loss_fn(model, batch)` (counted by torch)."""
+    """FLOPs of one forward + backward pass of `loss_fn(model, batch)` (counted by torch).
+
+    Counted first on the batch's first 2 and 4 examples: when the count doubles exactly
+    (FLOPs proportional to the batch, as for linear, conv and attention layers), the full
+    batch's FLOPs follow from it without paying for a full pass; otherwise the whole batch is
+    counted. The model's buffers (BatchNorm statistics) and the RNG are left as they were.
+    """
+    size = len(batch[0])
+    if size > 4:
+        pair = _counted_flops(model, _first(batch, 2), loss_fn)
+        if _counted_flops(model, _first(batch, 4), loss_fn) == 2 * pair and pair % 2 == 0:
+            return pair // 2 * size
+    return _counted_flops(model, batch, loss_fn)
+
+
+def _first(batch, n: int) -> tuple:
+    """The first `n` examples of every batch-first tensor of `batch`."""
+    return tuple(t[:n] if torch.is_tensor(t) else t for t in batch)
+
+
+def _counted_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
+    """FlopCounterMode's total for one forward + backward pass on exactly `batch`."""
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         with FlopCounterMode(display=False) as counter:
             loss = loss_fn(model, batch)
             torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     return int(counter.get_total_flops())
 
 
