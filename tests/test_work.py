@@ -55,6 +55,24 @@ def test_flops_not_proportional_to_the_batch_are_counted_on_the_whole_batch():
     assert forward_backward_flops(model, (x, y), classification_loss) == whole  # ...so: not used
 
 
+class TimeFirstNet(nn.Module):
+    """Reads (time, batch, features) and averages over time: its batch is not batch-first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).mean(dim=0)
+
+
+def test_a_batch_that_is_not_batch_first_is_counted_whole():
+    model = TimeFirstNet()
+    x, y = torch.randn(7, 32, 6), torch.randint(0, 3, (32,))
+    whole = _counted_flops(model, (x, y), classification_loss)
+    assert forward_backward_flops(model, (x, y), classification_loss) == whole
+
+
 def test_counting_leaves_batchnorm_statistics_and_the_rng_alone():
     torch.manual_seed(0)
     model = build_cnn("resnet", [4, 8, 8], 3, 5, 8).train()

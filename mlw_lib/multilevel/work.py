@@ -38,15 +38,20 @@ FORWARD_SHARE = 1.0 / 3.0
 def forward_backward_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
     """FLOPs of one forward + backward pass of `loss_fn(model, batch)` (counted by torch).
 
-    Counted first on the batch's first 2 and 4 examples: when the count doubles exactly
-    (FLOPs proportional to the batch, as for linear, conv and attention layers), the full
-    batch's FLOPs follow from it without paying for a full pass; otherwise the whole batch is
-    counted. The model's buffers (BatchNorm statistics) and the RNG are left as they were.
+    Counted first on the batch's first 2 and 4 examples (first rows of every tensor): when the
+    count doubles exactly (FLOPs proportional to the batch, as for linear, conv and attention
+    layers), the full batch's FLOPs follow from it without paying for a full pass; otherwise,
+    or when the model cannot run on the slices, the whole batch is counted. The model's
+    buffers (BatchNorm statistics) and the RNG are left as they were.
     """
     size = len(batch[0])
     if size > 4:
-        pair = _counted_flops(model, _first(batch, 2), loss_fn)
-        if _counted_flops(model, _first(batch, 4), loss_fn) == 2 * pair and pair % 2 == 0:
+        try:
+            pair = _counted_flops(model, _first(batch, 2), loss_fn)
+            doubled = _counted_flops(model, _first(batch, 4), loss_fn) == 2 * pair
+        except (RuntimeError, ValueError, IndexError):  # e.g. a batch that is not batch-first
+            doubled = False
+        if doubled and pair % 2 == 0:
             return pair // 2 * size
     return _counted_flops(model, batch, loss_fn)
 
