@@ -547,6 +547,11 @@ def row(figure: str, value: str, target: str, status: str) -> dict:
     return {"figure": figure, "value": value, "target": target, "status": status}
 
 
+def share_row(figure: str, share: float, limit: float) -> dict:
+    """A summary row for a time share (a fraction) against `share <= limit`."""
+    return row(figure, f"{100 * share:.1f}%", f"<= {100 * limit:.0f}%", verdict(share <= limit))
+
+
 def print_summary(rows: list[dict]) -> None:
     width = max(len(r["figure"]) for r in rows)
     print(f"  {'figure':<{width}}  {'value':>9}  {'target':<12} status")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import toy_data
+from helpers import make_cycle, toy_data
 
 from mlw_lib.models import MLP
 from mlw_lib.multilevel import CoarseningError, MultilevelConfig
@@ -174,10 +175,6 @@ def test_unit_weights_between_matchings(kind):
 def test_counting_a_new_coarse_size_is_timed_as_accounting():
     """The FLOP count of a coarse size seen for the first time is bookkeeping: its time goes
     to the phase `accounting`, not to `transfer`."""
-    import time
-
-    from helpers import make_cycle, toy_data
-
     x, y = toy_data(64, 12, 4, seed=0, dtype=torch.float32)
     cycle = make_cycle(MLP(12, [16, 8], 4), MultilevelConfig(levels=2), x, y)
     count = cycle.work_of
