@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import nbformat
 import papermill
 import yaml
+from traitlets.config import Config
 
 from mlw_lib.paths import repo_root, runs_dir
 
@@ -289,6 +291,27 @@ def headless_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
+# sun_path of a Unix socket holds 108 bytes on Linux (104 on macOS), terminator included.
+MAX_SOCKET_PATH = 103
+
+
+@contextlib.contextmanager
+def kernel_transport() -> Iterator[dict[str, Any]]:
+    """papermill keyword arguments that start the kernel on Unix sockets in a private
+    temporary folder (mode 0700, removed afterwards) instead of unencrypted TCP on
+    localhost, which ipykernel warns about. `{}` (TCP) where there are no Unix sockets
+    (Windows) or the socket path would be too long for the OS (a very long TMPDIR)."""
+    if os.name != "posix":
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="mlw-kernel-") as folder:
+        ip = str(Path(folder) / "kernel")  # the kernel binds <ip>-1 ... <ip>-5
+        if len(os.fsencode(ip)) + 2 > MAX_SOCKET_PATH:
+            yield {}
+        else:
+            yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": ip}})}
+
+
 def output_path_for(source: Path, output_dir: Path, suffix: str | None = None) -> Path:
     """`<output_dir>/<key>.ipynb` or `<key>__<suffix>.ipynb`; never the source itself."""
     stem = notebook_key(source) + (f"{SWEEP_SEPARATOR}{suffix}" if suffix else "")
@@ -301,8 +324,10 @@ def output_path_for(source: Path, output_dir: Path, suffix: str | None = None) -
 def _execute(source: Path, output: Path, params: dict[str, Any], **options: Any) -> Path:
     """Run papermill; a failure is re-raised with the partially executed copy's path."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    if not options.get("prepare_only"):
+        log.info("executing %s%s ...", source.name, f" with {params}" if params else "")
     try:
-        with headless_environment(), quiet_papermill_inspection():
+        with headless_environment(), quiet_papermill_inspection(), kernel_transport() as kernel:
             papermill.execute_notebook(
                 str(source),
                 str(output),
@@ -310,6 +335,7 @@ def _execute(source: Path, output: Path, params: dict[str, Any], **options: Any)
                 progress_bar=False,
                 log_output=False,
                 cwd=str(source.parent),
+                **kernel,
                 **options,
             )
     except Exception as error:

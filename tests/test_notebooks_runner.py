@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -188,6 +189,40 @@ def test_run_notebook_injects_parameters_and_writes_the_executed_copy(
     injected = injected_cell(path).source
     assert "a = 7" in injected and 'b = "from-file"' in injected
     assert "result=70 b=from-file" in executed_text(path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
+def test_kernel_runs_on_private_unix_sockets_without_the_tcp_warning(
+    tiny: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # ipykernel warns on stderr when it listens on unencrypted TCP; the runner starts it on
+    # Unix sockets in a temporary 0700 folder that is removed after the run. The kernel's
+    # cwd (notebooks/) differs from the caller's, so the socket path must be absolute.
+    with notebooks.kernel_transport() as kernel:
+        ip = Path(kernel["config"].KernelManager.ip)
+        assert kernel["config"].KernelManager.transport == "ipc" and ip.is_absolute()
+        assert (ip.parent.stat().st_mode & 0o777) == 0o700
+    assert not ip.parent.exists()
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger=notebooks.__name__):
+        path = notebooks.run_notebook(tiny, parameters={"a": 3}, output_dir=tmp_path / "runs")
+    assert "result=30" in executed_text(path)
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert "executing 01_tiny.ipynb with {'a': 3} ..." in caplog.text  # said before it starts
+
+
+def test_kernel_falls_back_to_tcp_when_the_socket_path_is_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(notebooks.tempfile, "tempdir", str(deep))
+    with notebooks.kernel_transport() as kernel:
+        assert kernel == {}
 
 
 def test_run_notebook_failure_names_the_partially_executed_copy(tiny: Path, tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ def ensure_first(
             if failed_at is not None and allow_download:
                 warnings.warn(
                     f"{spec.name}: not downloaded again (its download failed at {failed_at};"
-                    f" retried after {RETRY_DOWNLOAD_AFTER}), so the next alternative is used."
+                    f" it is retried {RETRY_DOWNLOAD_AFTER.total_seconds() / 3600:g} hours"
+                    " after a failure), so the next alternative is used."
                     f" To retry now, delete {_failures_path(failures_root)}.",
                     stacklevel=2,
                 )
