@@ -43,6 +43,9 @@ class MultilevelConfig:
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
     seed: int = 0  # seed of greedy matching and F-cycle noise
+    model_level: int = 0  # the level whose net is the model of interest: 0 = the fine net;
+    # m > 0 = "squeeze": the wider levels 0..m-1 help train it, and the product (evaluated,
+    # returned) is the fine net restricted m levels down, R^m x (DESIGN.md §4.5)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +74,13 @@ class MultilevelConfig:
             raise ValueError(f"ratio must lie in (0, 1) (n_coarse / n_fine), got {self.ratio!r}")
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
             _positive_int(name, getattr(self, name))
+        _non_negative_int("model_level", self.model_level)
+        if self.model_level >= self.levels:
+            raise ValueError(
+                f"model_level must name one of the {self.levels} levels (0 to "
+                f"{self.levels - 1}), got {self.model_level}; add levels below the fine net "
+                f"(levels={self.model_level + 1} or more) or lower model_level"
+            )
         for name in ("nu_pre", "nu_post"):
             _non_negative_int(name, getattr(self, name))
         for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):

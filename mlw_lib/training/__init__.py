@@ -2,21 +2,21 @@
 
 from .batches import BatchStream
 from .checkpoint import load_checkpoint, save_checkpoint
-from .levels import evaluate_levels, restricted_hierarchy
-from .trainer import (
-    NonFiniteLossError,
-    TrainConfig,
-    TrainResult,
+from .evaluation import (
+    calibration_batches,
     classification_loss,
     evaluate,
-    train,
+    evaluate_levels,
+    restricted_hierarchy,
 )
+from .trainer import NonFiniteLossError, TrainConfig, TrainResult, train
 
 __all__ = [
     "BatchStream",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
+    "calibration_batches",
     "classification_loss",
     "evaluate",
     "evaluate_levels",

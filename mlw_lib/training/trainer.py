@@ -23,6 +23,7 @@ from ..multilevel.cycle import NonFiniteLossError
 from ..multilevel.work import PHASES
 from .batches import BatchStream
 from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -107,29 +108,6 @@ class TrainConfig:
         return make
 
 
-def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of `model(x)` (N, C) against labels y (N,)."""
-    x, y = batch
-    return nn.functional.cross_entropy(model(x), y)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
-    was_training = model.training
-    model.eval()
-    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += nn.functional.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
-    model.train(was_training)
-    return float(loss) / len(x), float(correct) / len(x)
-
-
 def schedule_factor(kind: str, progress: float) -> float:
     """Learning-rate multiplier at `progress` in [0, 1] of the work budget."""
     if kind == "cosine":
@@ -139,12 +117,15 @@ def schedule_factor(kind: str, progress: float) -> float:
 
 @dataclass
 class TrainResult:
-    """History (one row per evaluation), the trained fine model and the hierarchy."""
+    """History (one row per evaluation), the trained fine model, the hierarchy, and the model
+    of interest: `product` is the fine model, or with `model_level` = m > 0 ("squeeze") the
+    fine model restricted m levels down (R^m x, BN recalibrated)."""
 
     history: pd.DataFrame
     model: WidthModel
     cycle: FASCycle = field(repr=False)
     meter: WorkMeter = field(repr=False)
+    product: WidthModel = field(repr=False)
 
     def hierarchy(self) -> pd.DataFrame:
         """Widths per level and group with the achieved ratio to the level above."""
@@ -205,6 +186,16 @@ def train(
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
+    calibration = calibration_batches(x_train, y_train, config.batch_size)
+
+    def model_of_interest() -> WidthModel:
+        """The fine net, or R^m x (BN recalibrated) with `model_level` = m > 0."""
+        if multilevel.model_level == 0:
+            return model
+        return restricted_models(
+            model, fas.transitions, multilevel.convention, calibration, multilevel.model_level
+        )[-1]
+
     budget = config.epochs * stream.batches_per_epoch
     eval_step = config.eval_every * stream.batches_per_epoch
     rows: list[dict] = []
@@ -239,7 +230,7 @@ def train(
             finished = meter.work_units >= budget - 1e-9
             if meter.work_units >= next_eval - 1e-9 or finished:
                 rows.append(
-                    _metrics_row(fas, meter, stream, x_test, y_test, config.eval_batch_size)
+                    _metrics_row(fas, meter, stream, model_of_interest(), (x_test, y_test), config)
                 )
                 while next_eval <= meter.work_units + 1e-9:
                     next_eval += eval_step
@@ -262,22 +253,35 @@ def train(
                         },
                         checkpoint_path,
                     )
-    return TrainResult(pd.DataFrame(rows), model, fas, meter)
+    return TrainResult(pd.DataFrame(rows), model, fas, meter, model_of_interest())
 
 
 def _metrics_row(
-    fas: FASCycle, meter: WorkMeter, stream: BatchStream, x_test, y_test, batch_size: int
+    fas: FASCycle,
+    meter: WorkMeter,
+    stream: BatchStream,
+    product: WidthModel,
+    test: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
 ) -> dict:
-    test_loss, test_accuracy = evaluate(fas.levels[0].model, x_test, y_test, batch_size)
+    """One evaluation: work, time, test metrics of the model of interest (and of the fine
+    net when that is a coarser level), per-level training losses, seconds per phase."""
+    test_loss, test_accuracy = evaluate(product, *test, config.eval_batch_size)
     row = {
         "epoch": meter.work_units / stream.batches_per_epoch,
         "work_units": meter.work_units,
+        "flops": meter.work_units * meter.flops_per_wu,
         "wall_time": meter.wall_time,
         "data_epochs": stream.data_epochs,
         "cycles": fas.cycles_done,
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
     }
+    fine = fas.levels[0].model
+    if product is not fine:
+        row["fine_test_loss"], row["fine_test_accuracy"] = evaluate(
+            fine, *test, config.eval_batch_size
+        )
     for level in fas.levels:
         row[f"level{level.index}_loss"] = level.pop_mean_loss()
     row["train_loss"] = row["level0_loss"]

@@ -1,0 +1,126 @@
+"""Evaluating networks: the loss, test metrics, and the coarse networks of a hierarchy as
+classifiers in their own right.
+
+Level l + 1's network is x_c0 = R x_l: the trained fine net restricted down the hierarchy's
+operators (the ones of the last matching), with BatchNorm statistics recalibrated on training
+batches in train mode (restricted weights alone do not come with running statistics). The
+same restriction gives the product of a "squeeze" run (`MultilevelConfig.model_level` > 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..models.registry import parameter_count
+from ..multilevel import WidthModel, build_model, restrict_params
+from ..multilevel.batchnorm import recalibrate
+from ..multilevel.hierarchy import Transition, assign_params, detached_params
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
+
+CALIBRATION_BATCHES = 20  # training minibatches that re-estimate a restricted net's BN statistics
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of `model(x)` (N, C) against labels y (N,)."""
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss += nn.functional.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    return float(loss) / len(x), float(correct) / len(x)
+
+
+def calibration_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, count: int = CALIBRATION_BATCHES
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `count` full minibatches of (x, y) (fewer if the data is short; at least
+    one): fixed batches, so evaluations draw no random numbers and resume exactly."""
+    full = max(1, min(count, len(x) // batch_size))
+    return [
+        (x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size])
+        for i in range(full)
+    ]
+
+
+@torch.no_grad()
+def restricted_models(
+    fine: WidthModel,
+    transitions: Sequence[Transition | None],
+    convention: str,
+    batches: Sequence[tuple],
+    depth: int | None = None,
+) -> list[WidthModel]:
+    """[fine, R fine, R R fine, ...] down `transitions` (all of them, or the first `depth`),
+    each coarse net in eval mode with BN statistics recalibrated on `batches`."""
+    depth = len(transitions) if depth is None else depth
+    models = [fine]
+    for level, transition in enumerate(transitions[:depth]):
+        if transition is None:
+            raise ValueError(
+                f"the hierarchy has no operators below level {level} yet (they are built by "
+                "the first cycle that reaches it); run a cycle first"
+            )
+        above = models[-1]
+        coarse = build_model(above, transition.coarse_sizes())
+        restricted = restrict_params(
+            detached_params(above), above.param_layout(), transition.transfers, convention
+        )
+        assign_params(coarse, restricted)
+        devices = [p.device for p in coarse.parameters() if p.is_cuda][:1]
+        with torch.random.fork_rng(devices=devices):  # evaluating never moves training's RNG
+            recalibrate(coarse, batches, classification_loss)
+        models.append(coarse.eval())
+    return models
+
+
+def restricted_hierarchy(result: TrainResult, batches: Sequence[tuple]) -> list[WidthModel]:
+    """[fine, R fine, R R fine, ...]: one network per level of `result`'s hierarchy, in eval
+    mode, BN statistics recalibrated on `batches` ((x, y) minibatches of training data)."""
+    transitions = result.cycle.transitions
+    depth = next((i for i, t in enumerate(transitions) if t is None), len(transitions))
+    return restricted_models(
+        result.model, transitions, result.cycle.config.convention, batches, depth
+    )
+
+
+def evaluate_levels(
+    models: Sequence[WidthModel],
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    batch_size: int = 4096,
+) -> pd.DataFrame:
+    """Test loss and accuracy of every level's network (`models[l]` is level l, e.g. from
+    `restricted_hierarchy`), with its widths and parameter count: one row per level."""
+    rows = []
+    for level, model in enumerate(models):
+        loss, accuracy = evaluate(model, x_test, y_test, batch_size)
+        rows.append(
+            {
+                "level": level,
+                "widths": model.group_sizes(),
+                "parameters": parameter_count(model),
+                "test_loss": loss,
+                "test_accuracy": accuracy,
+            }
+        )
+    return pd.DataFrame(rows)
