@@ -1,12 +1,14 @@
 """Side-by-side comparisons: methods x seeds at equal work, tracked in MLflow.
 
 Each (method, seed) trains the same fine model from the same initialisation and batch order
-under one work budget, as a nested MLflow run of the notebook's parent run. Results come
-back as one tidy DataFrame (one row per method, seed and evaluation).
+under one work budget (a squeeze method: its own wider fine net, at the same FLOPs), as a
+nested MLflow run of the notebook's parent run. Results come back as one tidy DataFrame (one
+row per method, seed and evaluation).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -15,15 +17,18 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import tracking
-from .multilevel import MultilevelConfig, WidthModel
+from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
 from .reproducibility import seed_everything
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, classification_loss, train
 
 
 def method_name(config: MultilevelConfig) -> str:
-    """'single-level' or e.g. 'V-cycle, 3 levels'."""
+    """'single-level', e.g. 'V-cycle, 3 levels', or for a squeeze run e.g.
+    'V-cycle squeeze, level 1 of 2'."""
     if config.levels == 1:
         return "single-level"
+    if config.model_level:
+        return f"{config.cycle}-cycle squeeze, level {config.model_level} of {config.levels}"
     return f"{config.cycle}-cycle, {config.levels} levels"
 
 
@@ -60,15 +65,33 @@ def compare(
     methods: Mapping[str, MultilevelConfig],
     seeds: Sequence[int],
     log_checkpoints: bool = True,
+    models: Mapping[str, Callable[[], WidthModel]] | None = None,
 ) -> Comparison:
     """Train every method for every seed; log each run as a nested MLflow run when a parent
     run is active. The model is built after `seed_everything(seed)`, so all methods of one
-    seed start from the same initial weights and see the same batch order."""
+    seed start from the same initial weights and see the same batch order.
+
+    `models` gives a method its own fine net (e.g. the wider net of a squeeze run). Such a
+    method gets the same FLOPs as the others: its epochs are scaled by the ratio of one
+    minibatch's FLOPs of `make_model()` to its own, and its history's `work_units` and
+    `epoch` are re-expressed in `make_model()`'s minibatches, so all methods share one axis.
+    """
+    models = dict(models or {})
+    unknown = sorted(set(models) - set(methods))
+    if unknown:
+        raise ValueError(f"models for unknown methods {unknown}; methods are {list(methods)}")
+    reference = minibatch_flops(make_model(), data, train_config.batch_size) if models else 0.0
+    flops = {
+        name: minibatch_flops(build(), data, train_config.batch_size)
+        for name, build in models.items()
+    }
     frames, hierarchies, results = [], {}, {}
     runs = [(name, seed) for name in methods for seed in seeds]
     tracked = mlflow.active_run() is not None
     for name, seed in tqdm(runs, desc="runs", unit="run"):
         config = replace(train_config, seed=seed)
+        if name in models:  # its own fine net: the same FLOPs as make_model()'s runs
+            config = replace(config, epochs=config.epochs * reference / flops[name])
         multilevel = replace(methods[name], seed=seed)
         params = {
             **{f"train.{k}": v for k, v in asdict(config).items()},
@@ -77,26 +100,41 @@ def compare(
             "seed": seed,
         }
         seed_everything(seed)
-        model = make_model()
-        if tracked:
-            with tracking.child_run(
+        model = models.get(name, make_model)()
+        run = (
+            tracking.child_run(
                 f"{name} / seed {seed}",
                 params=params,
                 tags=getattr(data, "info", None) and data.info.as_tags(),
-            ):
-                result = train(model, data, config, multilevel, description=f"{name} s{seed}")
-                tracking.log_history(result.history)
+            )
+            if tracked
+            else contextlib.nullcontext()
+        )
+        with run:
+            result = train(model, data, config, multilevel, description=f"{name} s{seed}")
+            history = result.history
+            if name in models:  # work in make_model()'s minibatches
+                factor = flops[name] / reference
+                history = history.assign(
+                    work_units=history["work_units"] * factor, epoch=history["epoch"] * factor
+                )
+            if tracked:
+                tracking.log_history(history)
                 if log_checkpoints:
                     tracking.log_checkpoint(
                         result.model.state_dict(), {"model": getattr(model, "config", {}), **params}
                     )
-        else:
-            result = train(model, data, config, multilevel, description=f"{name} s{seed}")
-        frames.append(result.history.assign(method=name, seed=seed))
+        frames.append(history.assign(method=name, seed=seed))
         hierarchies.setdefault(name, result.hierarchy())
         results[(name, seed)] = result
     history = pd.concat(frames, ignore_index=True)
     return Comparison(history, hierarchies, results)
+
+
+def minibatch_flops(model: WidthModel, data, batch_size: int) -> float:
+    """FLOPs of one forward + backward pass of `model` on the first training minibatch."""
+    x, y = data.x_train[:batch_size], data.y_train[:batch_size]
+    return float(forward_backward_flops(model.to(x.device), (x, y), classification_loss))
 
 
 def verdict(

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import toy_data
 
+from mlw_lib.experiments import compare, minibatch_flops
 from mlw_lib.models import MLP, ConvNet
 from mlw_lib.multilevel import MultilevelConfig, restrict_params
 from mlw_lib.reproducibility import seed_everything
@@ -104,3 +105,37 @@ def test_squeeze_resumes_to_the_same_metrics(tmp_path):
 def test_a_model_level_outside_the_hierarchy_is_refused(levels, model_level):
     with pytest.raises(ValueError, match="model_level"):
         MultilevelConfig(levels=levels, model_level=model_level)
+
+
+def test_compare_gives_a_wider_fine_net_the_same_flops_and_one_work_axis():
+    data = mlp_data()
+    methods = {
+        "single-level": MultilevelConfig(),
+        "squeeze": MultilevelConfig(levels=2, model_level=1, batches_per_phase=2),
+    }
+    config = TrainConfig(epochs=2.0, batch_size=32, lr=0.05)
+    comparison = compare(
+        lambda: MLP(12, [16, 8], 4),
+        data,
+        config,
+        methods,
+        seeds=[0],
+        models={"squeeze": lambda: MLP(12, [32, 16], 4)},
+    )
+    final = comparison.final().set_index("method")
+    reference = minibatch_flops(MLP(12, [16, 8], 4), data, 32)
+    wide = minibatch_flops(MLP(12, [32, 16], 4), data, 32)
+    assert wide > 2 * reference
+    budget = 2.0 * (len(data.x_train) // 32)  # WU of the 16/8 net
+    squeezed = final.loc["squeeze"]
+    # Its WU are counted in minibatches of the 16/8 net: FLOPs / reference.
+    assert squeezed["work_units"] == pytest.approx(squeezed["flops"] / reference)
+    assert squeezed["epoch"] == pytest.approx(squeezed["work_units"] / (budget / 2.0))
+    cycle_wu = (2 * 2 + 2 * 0.5) * wide / reference  # at most one cycle past the budget
+    assert budget - 1e-6 <= squeezed["work_units"] <= budget + cycle_wu
+    assert final.loc["single-level", "work_units"] == pytest.approx(budget)
+    product = comparison.results[("squeeze", 0)].product
+    widths = product.group_sizes()  # half the wide net, or a pair or two short of it
+    assert 16 <= widths["hidden0"] <= 18 and 8 <= widths["hidden1"] <= 10
+    with pytest.raises(ValueError, match=r"models for unknown methods \['typo'\]"):
+        compare(lambda: MLP(12, [16, 8], 4), data, config, methods, [0], models={"typo": MLP})
