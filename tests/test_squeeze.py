@@ -99,6 +99,12 @@ def test_squeeze_resumes_to_the_same_metrics(tmp_path):
     )
     cols = ["work_units", "test_loss", "test_accuracy", "fine_test_accuracy"]
     assert resumed.history[cols].equals(whole.history[cols])
+    # Resuming a finished run trains nothing and still returns the product.
+    again = run(
+        MLP(12, [32, 16], 4), data, multilevel, epochs=3.0, checkpoint_path=path, resume=True
+    )
+    for p, q in zip(again.product.parameters(), whole.product.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize(("levels", "model_level"), [(1, 1), (3, 3), (2, -1)])

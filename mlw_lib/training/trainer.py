@@ -199,6 +199,7 @@ def train(
     budget = config.epochs * stream.batches_per_epoch
     eval_step = config.eval_every * stream.batches_per_epoch
     rows: list[dict] = []
+    product: WidthModel | None = None  # the model of interest at the last evaluation
     next_eval = eval_step
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path)
@@ -229,9 +230,8 @@ def train(
             bar.update(int(meter.work_units) - int(done_before))  # whole WU shown
             finished = meter.work_units >= budget - 1e-9
             if meter.work_units >= next_eval - 1e-9 or finished:
-                rows.append(
-                    _metrics_row(fas, meter, stream, model_of_interest(), (x_test, y_test), config)
-                )
+                product = model_of_interest()
+                rows.append(_metrics_row(fas, meter, stream, product, (x_test, y_test), config))
                 while next_eval <= meter.work_units + 1e-9:
                     next_eval += eval_step
                 if checkpoint_path is not None:
@@ -253,7 +253,9 @@ def train(
                         },
                         checkpoint_path,
                     )
-    return TrainResult(pd.DataFrame(rows), model, fas, meter, model_of_interest())
+    if product is None:  # resumed from a finished run: no evaluation happened here
+        product = model_of_interest()
+    return TrainResult(pd.DataFrame(rows), model, fas, meter, product)
 
 
 def _metrics_row(
