@@ -304,7 +304,7 @@ def kernel_transport() -> Iterator[dict[str, Any]]:
     if os.name != "posix":
         yield {}
         return
-    with tempfile.TemporaryDirectory(prefix="mlw-kernel-") as folder:
+    with tempfile.TemporaryDirectory(prefix="mlw-kernel-", ignore_cleanup_errors=True) as folder:
         ip = str(Path(folder) / "kernel")  # the kernel binds <ip>-1 ... <ip>-5
         if len(os.fsencode(ip)) + 2 > MAX_SOCKET_PATH:
             yield {}
