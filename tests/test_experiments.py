@@ -51,3 +51,5 @@ def test_verdict_says_better_worse_or_no_clear_difference():
 def test_method_names():
     assert method_name(MultilevelConfig()) == "single-level"
     assert method_name(MultilevelConfig(levels=3, cycle="W")) == "W-cycle, 3 levels"
+    squeeze = MultilevelConfig(levels=3, model_level=1)
+    assert method_name(squeeze) == "V-cycle squeeze, level 1 of 3"
