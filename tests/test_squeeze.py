@@ -59,10 +59,12 @@ def test_the_product_is_the_fine_net_restricted_down_to_the_model_level(model_le
 
 def test_model_level_zero_is_the_fine_net_and_changes_nothing():
     data = mlp_data()
-    plain = run(MLP(12, [32, 16], 4), data, MultilevelConfig(levels=2))
+    plain = run(MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2))
     assert plain.product is plain.model
     assert "fine_test_accuracy" not in plain.history.columns
-    squeezed = run(MLP(12, [32, 16], 4), data, MultilevelConfig(levels=2, model_level=1))
+    squeezed = run(
+        MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2, model_level=1)
+    )
     # Same training (same seed, batches and cycles): only what is evaluated differs.
     for p, q in zip(plain.model.parameters(), squeezed.model.parameters(), strict=True):
         assert torch.equal(p, q)
