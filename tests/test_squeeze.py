@@ -31,16 +31,19 @@ def mlp_data():
     return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
 
 
-def run(model, data, multilevel, epochs=2.0, **kw):
+def run(build, data, multilevel, epochs=2.0, **kw):
+    """Train `build()` (built after seeding: the same initial weights every time)."""
     seed_everything(0)
     config = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, eval_every=1.0)
-    return train(model, data, config, multilevel, **kw)
+    return train(build(), data, config, multilevel, **kw)
 
 
 @pytest.mark.parametrize("model_level", [1, 2])
 def test_the_product_is_the_fine_net_restricted_down_to_the_model_level(model_level):
     data = mlp_data()
-    result = run(MLP(12, [32, 16], 4), data, MultilevelConfig(levels=3, model_level=model_level))
+    result = run(
+        lambda: MLP(12, [32, 16], 4), data, MultilevelConfig(levels=3, model_level=model_level)
+    )
     product, fine = result.product, result.model
     assert product is not fine and not product.training
     assert product.group_sizes() == result.cycle.levels[model_level].model.group_sizes()
@@ -59,11 +62,11 @@ def test_the_product_is_the_fine_net_restricted_down_to_the_model_level(model_le
 
 def test_model_level_zero_is_the_fine_net_and_changes_nothing():
     data = mlp_data()
-    plain = run(MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2))
+    plain = run(lambda: MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2))
     assert plain.product is plain.model
     assert "fine_test_accuracy" not in plain.history.columns
     squeezed = run(
-        MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2, model_level=1)
+        lambda: MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2, model_level=1)
     )
     # Same training (same seed, batches and cycles): only what is evaluated differs.
     for p, q in zip(plain.model.parameters(), squeezed.model.parameters(), strict=True):
@@ -77,7 +80,7 @@ def test_a_squeezed_conv_net_is_evaluated_with_recalibrated_batchnorm():
     y = torch.randint(0, 4, (160,), generator=g)
     data = SimpleNamespace(x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
     result = run(
-        ConvNet([8, 8], num_classes=4, image_size=8),
+        lambda: ConvNet([8, 8], num_classes=4, image_size=8),
         data,
         MultilevelConfig(levels=2, model_level=1),
     )
@@ -93,17 +96,27 @@ def test_a_squeezed_conv_net_is_evaluated_with_recalibrated_batchnorm():
 def test_squeeze_resumes_to_the_same_metrics(tmp_path):
     data = mlp_data()
     multilevel = MultilevelConfig(levels=3, model_level=1)
-    whole = run(MLP(12, [32, 16], 4), data, multilevel, epochs=3.0)
+    whole = run(lambda: MLP(12, [32, 16], 4), data, multilevel, epochs=3.0)
     path = tmp_path / "ckpt.pt"
-    run(MLP(12, [32, 16], 4), data, multilevel, epochs=1.0, checkpoint_path=path)
+    run(lambda: MLP(12, [32, 16], 4), data, multilevel, epochs=1.0, checkpoint_path=path)
     resumed = run(
-        MLP(12, [32, 16], 4), data, multilevel, epochs=3.0, checkpoint_path=path, resume=True
+        lambda: MLP(12, [32, 16], 4),
+        data,
+        multilevel,
+        epochs=3.0,
+        checkpoint_path=path,
+        resume=True,
     )
     cols = ["work_units", "test_loss", "test_accuracy", "fine_test_accuracy"]
     assert resumed.history[cols].equals(whole.history[cols])
     # Resuming a finished run trains nothing and still returns the product.
     again = run(
-        MLP(12, [32, 16], 4), data, multilevel, epochs=3.0, checkpoint_path=path, resume=True
+        lambda: MLP(12, [32, 16], 4),
+        data,
+        multilevel,
+        epochs=3.0,
+        checkpoint_path=path,
+        resume=True,
     )
     for p, q in zip(again.product.parameters(), whole.product.parameters(), strict=True):
         assert torch.equal(p, q)
