@@ -96,28 +96,21 @@ def test_a_squeezed_conv_net_is_evaluated_with_recalibrated_batchnorm():
 def test_squeeze_resumes_to_the_same_metrics(tmp_path):
     data = mlp_data()
     multilevel = MultilevelConfig(levels=3, model_level=1)
-    whole = run(lambda: MLP(12, [32, 16], 4), data, multilevel, epochs=3.0)
     path = tmp_path / "ckpt.pt"
-    run(lambda: MLP(12, [32, 16], 4), data, multilevel, epochs=1.0, checkpoint_path=path)
-    resumed = run(
-        lambda: MLP(12, [32, 16], 4),
-        data,
-        multilevel,
-        epochs=3.0,
-        checkpoint_path=path,
-        resume=True,
-    )
+
+    def mlp():
+        return MLP(12, [32, 16], 4)
+
+    def resume():
+        return run(mlp, data, multilevel, epochs=3.0, checkpoint_path=path, resume=True)
+
+    whole = run(mlp, data, multilevel, epochs=3.0)
+    run(mlp, data, multilevel, epochs=1.0, checkpoint_path=path)
+    resumed = resume()
     cols = ["work_units", "test_loss", "test_accuracy", "fine_test_accuracy"]
     assert resumed.history[cols].equals(whole.history[cols])
     # Resuming a finished run trains nothing and still returns the product.
-    again = run(
-        lambda: MLP(12, [32, 16], 4),
-        data,
-        multilevel,
-        epochs=3.0,
-        checkpoint_path=path,
-        resume=True,
-    )
+    again = resume()
     for p, q in zip(again.product.parameters(), whole.product.parameters(), strict=True):
         assert torch.equal(p, q)
 
