@@ -6,11 +6,11 @@ Prints, and writes as JSON to `runs/benchmarks/bench_mlp.json`:
     bound (FLOPs of the epoch / fp32 GEMM rate measured in the same run on the MLP's own GEMM
     shapes; the large-square peak is shown too), and against a bare hand-written PyTorch loop
     (same model, SGD momentum, same batches) timed in the same run;
-(b) the time per phase of 2- and 3-level V-cycles (batches_per_phase=4, tau="cycle" and, to
-    isolate the transfer machinery, tau="none"), the share of all but the steps (transfer +
-    tau + matching + accounting) and of the machinery (transfer + tau + matching), and the
-    cost of a coarse step relative to its FLOP ratio (from the run's WorkMeter, plus a
-    per-level step microbenchmark);
+(b) the time per phase of 2- and 3-level V-cycles (batches_per_phase k=4, tau="cycle" and, to
+    isolate the transfer machinery, tau="none"; two variants with k=8), the share of all but
+    the steps (transfer + tau + matching + accounting) and of the machinery (transfer + tau +
+    matching), and the cost of a coarse step relative to its FLOP ratio (from the run's
+    WorkMeter, plus a per-level step microbenchmark with a bare PyTorch step alongside);
 (c) peak resident memory of a single-level and a 3-level epoch, each in its own subprocess.
 
 A summary table lists every figure with its target and PASS/MISS. Timings are the best (min)
@@ -76,11 +76,15 @@ TARGET_COARSE_FACTOR = 1.3  # coarse step time ratio within this factor of its F
 TARGET_PEAK_MIB = 2048.0  # peak resident memory, 2 GB
 TARGET_MEMORY_RATIO = 1.3  # multilevel peak / single-level peak
 
-VCYCLES = (  # (name, levels, tau mode); all with batches_per_phase=4
-    ("2-level, tau per cycle", 2, "cycle"),
-    ("2-level, no tau", 2, "none"),
-    ("3-level, tau per cycle", 3, "cycle"),
-    ("3-level, no tau", 3, "none"),
+K_DEFAULT = 4  # batches_per_phase of the notebooks
+VCYCLES = (  # (name, levels, tau mode, k = batches_per_phase)
+    ("2-level, tau per cycle", 2, "cycle", K_DEFAULT),
+    ("2-level, no tau", 2, "none", K_DEFAULT),
+    ("3-level, tau per cycle", 3, "cycle", K_DEFAULT),
+    ("3-level, no tau", 3, "none", K_DEFAULT),
+    # Longer cycles: the machinery's cost per cycle is fixed, tau's gradients scale with k.
+    ("2-level, tau per cycle, k=8", 2, "cycle", 8),
+    ("3-level, no tau, k=8", 3, "none", 8),
 )
 
 
@@ -108,8 +112,10 @@ def new_model(seed: int = 0):
     return MLP(SIZES[0], SIZES[1:-1], SIZES[-1])
 
 
-def train_run(data, device: torch.device, epochs: float, levels: int = 1, tau: str = "cycle"):
-    """(wall seconds of the whole train() call, TrainResult)."""
+def train_run(
+    data, device: torch.device, epochs: float, levels: int = 1, tau: str = "cycle", k: int = 4
+):
+    """(wall seconds of the whole train() call, TrainResult); k = batches_per_phase."""
     from mlw_lib.multilevel import MultilevelConfig
     from mlw_lib.training import TrainConfig, train
 
@@ -118,7 +124,7 @@ def train_run(data, device: torch.device, epochs: float, levels: int = 1, tau: s
     if levels == 1:
         multilevel = MultilevelConfig(levels=1)
     else:
-        multilevel = MultilevelConfig(levels=levels, batches_per_phase=4, tau=tau)
+        multilevel = MultilevelConfig(levels=levels, batches_per_phase=k, tau=tau)
     return timed(lambda: train(model, data, config, multilevel), device)
 
 
@@ -268,15 +274,15 @@ def print_single_level(matmul: dict, res: dict, device: torch.device) -> None:
 def bench_vcycles(data, device: torch.device, repeats: int) -> tuple[dict, object]:
     train_run(data, device, epochs=0.1, levels=3)  # warm-up: coarse FLOP counts, matching
     results, keep = {}, None
-    for name, levels, tau in VCYCLES:
+    for name, levels, tau, k in VCYCLES:
         best = None
         for _ in range(repeats):
-            _, result = train_run(data, device, epochs=1.0, levels=levels, tau=tau)
+            _, result = train_run(data, device, epochs=1.0, levels=levels, tau=tau, k=k)
             if best is None or result.meter.wall_time < best.meter.wall_time:
                 best = result
         results[name] = phase_table(best, PHASES, OVERHEAD_PHASES, MACHINERY_PHASES)
-        results[name].update(levels=levels, tau=tau, repeats=repeats)
-        if levels == 3 and tau == "cycle":
+        results[name].update(levels=levels, tau=tau, k=k, repeats=repeats)
+        if levels == 3 and tau == "cycle" and k == K_DEFAULT:
             keep = best  # its hierarchy (with its tau) feeds the step microbenchmark
     return results, keep
 
@@ -350,13 +356,26 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
         level.optimizer.step()
         level.record_loss(plain)
 
-    variants = {"library": library_step, "no_tau": no_tau_step, "loss_term": loss_term_step}
+    bare = {level.index: bare_copy(level.model, device) for level in levels}
+
+    def bare_step(level, batch) -> None:
+        net, optimizer = bare[level.index]
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(batch[0]), batch[1]).backward()
+        optimizer.step()
+
+    variants = {
+        "library": library_step,
+        "no_tau": no_tau_step,
+        "loss_term": loss_term_step,
+        "bare": bare_step,
+    }
     steps, rounds = (5, 8) if quick else (5, 40)  # short samples: more chances of a quiet one
     times = {(l.index, v): [] for l in levels for v in variants}
     for _ in range(rounds):
         for level in levels:
             for vname, fn in variants.items():
-                if level.index == 0 and vname != "library":
+                if level.index == 0 and vname not in ("library", "bare"):
                     continue
 
                 def run(level=level, fn=fn) -> None:
@@ -365,18 +384,31 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
 
                 seconds, _ = timed(run, device)
                 times[(level.index, vname)].append(seconds / steps)
-    fine = min(times[(0, "library")])
     out = {}
     for level in levels:
         row = {"widths": level.model.group_sizes(), "flop_ratio": float(level.work)}
         for vname in variants:
             if times[(level.index, vname)]:
+                # the bare step is compared with the bare fine step, the others with ours
+                fine = min(times[(0, "bare" if vname == "bare" else "library")])
                 best = min(times[(level.index, vname)])
                 row[f"{vname}_step_s"] = best
                 row[f"{vname}_time_ratio"] = best / fine
                 row[f"{vname}_factor"] = best / fine / level.work
         out[level.index] = row
     return out
+
+
+def bare_copy(model, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The MLP `model` (ReLU) as a plain nn.Sequential with the same weights, and its own
+    fused SGD momentum: the floor a hand-written PyTorch step has at these widths."""
+    layers: list[torch.nn.Module] = []
+    for i, linear in enumerate(model.linears):
+        copy = torch.nn.Linear(linear.in_features, linear.out_features).to(device)
+        copy.load_state_dict(linear.state_dict())
+        layers += [copy] if i == len(model.linears) - 1 else [copy, torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers).train()
+    return net, torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9, fused=True)
 
 
 def print_microbenchmark(micro: dict) -> None:
@@ -387,7 +419,7 @@ def print_microbenchmark(micro: dict) -> None:
     print(
         f"    {'level':<6} {'widths':<10} {'FLOP ratio':>10} {'ms/step':>8} {'time ratio':>10}"
         f" {'factor':>7}   {'no-tau term':>11} {'factor':>7}   {'tau as loss term':>16} "
-        f"{'factor':>7}"
+        f"{'factor':>7}   {'bare PyTorch':>11} {'factor':>7}"
     )
     for index, entry in micro.items():
         widths = "x".join(str(w) for w in entry["widths"].values())
@@ -401,11 +433,16 @@ def print_microbenchmark(micro: dict) -> None:
                 f"   {1e3 * entry['no_tau_step_s']:8.3f} ms {entry['no_tau_factor']:6.2f}x   "
                 f"{1e3 * entry['loss_term_step_s']:13.3f} ms {entry['loss_term_factor']:6.2f}x"
             )
+        else:
+            line += " " * 53
+        line += f"   {1e3 * entry['bare_step_s']:8.3f} ms {entry['bare_factor']:6.2f}x"
         print(line)
     print(
         "    factor = (s per step on the level / s per fine step) / FLOP ratio; target within "
         f"{TARGET_COARSE_FACTOR}x. 'no-tau term' drops -<v,x> from the objective (wrong maths, "
-        "shows its cost); 'tau as loss term' backpropagates -<v,x> instead of grad -= v."
+        "shows its cost); 'tau as loss term' backpropagates -<v,x> instead of grad -= v; "
+        "'bare PyTorch' is nn.Sequential + fused SGD at the same widths and weights, against "
+        "its own fine step: the floor of a hand-written step."
     )
 
 
@@ -504,6 +541,14 @@ def summary_rows(single: dict, vcycles: dict, micro: dict, mem: dict) -> list[di
                     verdict(within(factor)),
                 )
             )
+            rows.append(
+                row(
+                    f"(b) the same for a bare PyTorch step, level {index} (floor)",
+                    f"{entry['bare_factor']:.2f}x",
+                    "-",
+                    "info",
+                )
+            )
     for kind, label in (("single", "single-level"), ("multilevel", "3-level")):
         peak = mem[kind]["process_peak_rss_mib"]
         rows.append(
@@ -570,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
     print(describe_contention(single["contention"]))
 
     print(
-        "\n(b) V-cycle time breakdown (batches_per_phase=4, tau='cycle', ~1 epoch of work; "
+        "\n(b) V-cycle time breakdown (k = batches_per_phase = 4 unless named, ~1 epoch of work; "
         f"per variant the fastest of {max(1, args.repeats - 1)} runs; seconds from the "
         "WorkMeter, test evaluation excluded)"
     )
