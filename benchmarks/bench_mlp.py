@@ -113,7 +113,12 @@ def new_model(seed: int = 0):
 
 
 def train_run(
-    data, device: torch.device, epochs: float, levels: int = 1, tau: str = "cycle", k: int = 4
+    data,
+    device: torch.device,
+    epochs: float,
+    levels: int = 1,
+    tau: str = "cycle",
+    k: int = K_DEFAULT,
 ):
     """(wall seconds of the whole train() call, TrainResult); k = batches_per_phase."""
     from mlw_lib.multilevel import MultilevelConfig
@@ -132,7 +137,7 @@ def bare_loop(data, device: torch.device, epochs: float = 1.0) -> tuple[float, t
     """Hand-written loop: same model and init, SGD momentum, the same seeded batches as
     BatchStream (a seeded permutation, index_select per minibatch). (seconds, model)."""
     model = new_model().to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, fused=True)
+    optimizer = bare_sgd(model)
     x, y = data.x_train.to(device), data.y_train.to(device)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     steps = int(epochs * (len(x) // BATCH_SIZE))
@@ -140,14 +145,22 @@ def bare_loop(data, device: torch.device, epochs: float = 1.0) -> tuple[float, t
     def run() -> None:
         for b in range(steps):
             idx = perm[b * BATCH_SIZE : (b + 1) * BATCH_SIZE].to(device)
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
-            optimizer.step()
+            bare_step(model, optimizer, (x.index_select(0, idx), y.index_select(0, idx)))
 
     seconds, _ = timed(run, device)
     return seconds, model
+
+
+def bare_sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD momentum as `TrainConfig` builds it (fused kernels), for the hand-written baselines."""
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, fused=True)
+
+
+def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple) -> None:
+    """One hand-written training step: cross-entropy, backward, optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+    optimizer.step()
 
 
 @torch.no_grad()
@@ -357,18 +370,11 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
         level.record_loss(plain)
 
     bare = {level.index: bare_copy(level.model, device) for level in levels}
-
-    def bare_step(level, batch) -> None:
-        net, optimizer = bare[level.index]
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(batch[0]), batch[1]).backward()
-        optimizer.step()
-
     variants = {
         "library": library_step,
         "no_tau": no_tau_step,
         "loss_term": loss_term_step,
-        "bare": bare_step,
+        "bare": lambda level, batch: bare_step(*bare[level.index], batch),
     }
     steps, rounds = (5, 8) if quick else (5, 40)  # short samples: more chances of a quiet one
     times = {(l.index, v): [] for l in levels for v in variants}
@@ -401,14 +407,14 @@ def step_microbenchmark(result, data, device: torch.device, quick: bool) -> dict
 
 def bare_copy(model, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The MLP `model` (ReLU) as a plain nn.Sequential with the same weights, and its own
-    fused SGD momentum: the floor a hand-written PyTorch step has at these widths."""
+    `bare_sgd`: the floor a hand-written PyTorch step has at these widths."""
     layers: list[torch.nn.Module] = []
     for i, linear in enumerate(model.linears):
         copy = torch.nn.Linear(linear.in_features, linear.out_features).to(device)
         copy.load_state_dict(linear.state_dict())
         layers += [copy] if i == len(model.linears) - 1 else [copy, torch.nn.ReLU()]
     net = torch.nn.Sequential(*layers).train()
-    return net, torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9, fused=True)
+    return net, bare_sgd(net)
 
 
 def print_microbenchmark(micro: dict) -> None:
@@ -421,21 +427,22 @@ def print_microbenchmark(micro: dict) -> None:
         f" {'factor':>7}   {'no-tau term':>11} {'factor':>7}   {'tau as loss term':>16} "
         f"{'factor':>7}   {'bare PyTorch':>11} {'factor':>7}"
     )
+
+    def variant(entry: dict, name: str, width: int) -> str:
+        """'<ms> ms <factor>x' of one variant, or blanks of the same width (fine level)."""
+        if f"{name}_step_s" not in entry:
+            return " " * (width + 11)  # " ms " + the 6-wide factor + "x"
+        return f"{1e3 * entry[name + '_step_s']:{width}.3f} ms {entry[name + '_factor']:6.2f}x"
+
     for index, entry in micro.items():
         widths = "x".join(str(w) for w in entry["widths"].values())
         line = (
             f"    {index:<6} {widths:<10} {entry['flop_ratio']:10.3f} "
             f"{1e3 * entry['library_step_s']:8.3f} {entry['library_time_ratio']:10.3f} "
             f"{entry['library_factor']:6.2f}x"
+            f"   {variant(entry, 'no_tau', 8)}   {variant(entry, 'loss_term', 13)}"
+            f"   {variant(entry, 'bare', 8)}"
         )
-        if "no_tau_step_s" in entry:
-            line += (
-                f"   {1e3 * entry['no_tau_step_s']:8.3f} ms {entry['no_tau_factor']:6.2f}x   "
-                f"{1e3 * entry['loss_term_step_s']:13.3f} ms {entry['loss_term_factor']:6.2f}x"
-            )
-        else:
-            line += " " * 53
-        line += f"   {1e3 * entry['bare_step_s']:8.3f} ms {entry['bare_factor']:6.2f}x"
         print(line)
     print(
         "    factor = (s per step on the level / s per fine step) / FLOP ratio; target within "

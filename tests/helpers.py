@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -53,6 +54,14 @@ def toy_data(n: int, features: int, classes: int, seed: int, dtype=torch.float64
     x = torch.randn(n, features, generator=g, dtype=dtype)
     y = torch.randint(0, classes, (n,), generator=g)
     return x, y
+
+
+def toy_dataset(seed: int = 0, n: int = 256) -> SimpleNamespace:
+    """A dataset like `load_mnist`'s for `train`: n training and 128 test examples of 12
+    features, 4 classes, float32."""
+    x, y = toy_data(n, 12, 4, seed, dtype=torch.float32)
+    xt, yt = toy_data(128, 12, 4, seed + 1, dtype=torch.float32)
+    return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
 
 
 def make_cycle(

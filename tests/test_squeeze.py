@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import toy_data
+from helpers import toy_dataset
 
 from mlw_lib.experiments import compare, minibatch_flops
 from mlw_lib.models import MLP, ConvNet
@@ -25,12 +25,6 @@ from mlw_lib.training import (
 )
 
 
-def mlp_data():
-    x, y = toy_data(256, 12, 4, 0, dtype=torch.float32)
-    xt, yt = toy_data(128, 12, 4, 1, dtype=torch.float32)
-    return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
-
-
 def run(build, data, multilevel, epochs=2.0, **kw):
     """Train `build()` (built after seeding: the same initial weights every time)."""
     seed_everything(0)
@@ -40,7 +34,7 @@ def run(build, data, multilevel, epochs=2.0, **kw):
 
 @pytest.mark.parametrize("model_level", [1, 2])
 def test_the_product_is_the_fine_net_restricted_down_to_the_model_level(model_level):
-    data = mlp_data()
+    data = toy_dataset()
     result = run(
         lambda: MLP(12, [32, 16], 4), data, MultilevelConfig(levels=3, model_level=model_level)
     )
@@ -61,7 +55,7 @@ def test_the_product_is_the_fine_net_restricted_down_to_the_model_level(model_le
 
 
 def test_model_level_zero_is_the_fine_net_and_changes_nothing():
-    data = mlp_data()
+    data = toy_dataset()
     plain = run(lambda: MLP(12, [32, 16], 4, dropout=0.1), data, MultilevelConfig(levels=2))
     assert plain.product is plain.model
     assert "fine_test_accuracy" not in plain.history.columns
@@ -94,7 +88,7 @@ def test_a_squeezed_conv_net_is_evaluated_with_recalibrated_batchnorm():
 
 
 def test_squeeze_resumes_to_the_same_metrics(tmp_path):
-    data = mlp_data()
+    data = toy_dataset()
     multilevel = MultilevelConfig(levels=3, model_level=1)
     path = tmp_path / "ckpt.pt"
 
@@ -122,7 +116,7 @@ def test_a_model_level_outside_the_hierarchy_is_refused(levels, model_level):
 
 
 def test_compare_gives_a_wider_fine_net_the_same_flops_and_one_work_axis():
-    data = mlp_data()
+    data = toy_dataset()
     methods = {
         "single-level": MultilevelConfig(),
         "squeeze": MultilevelConfig(levels=2, model_level=1, batches_per_phase=2),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import make_cycle, toy_data
+from helpers import make_cycle, toy_data, toy_dataset
 
 from mlw_lib.models import MLP
 from mlw_lib.multilevel import CoarseningError, MultilevelConfig
@@ -15,18 +14,12 @@ from mlw_lib.reproducibility import seed_everything
 from mlw_lib.training import NonFiniteLossError, TrainConfig, load_checkpoint, train
 
 
-def _data(seed=0, n=256):
-    x, y = toy_data(n, 12, 4, seed, dtype=torch.float32)
-    xt, yt = toy_data(128, 12, 4, seed + 1, dtype=torch.float32)
-    return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
-
-
 def _run(multilevel, epochs=3.0, seed=0, **kw):
     seed_everything(seed)
     model = MLP(12, [16, 8], 4, dropout=0.1)
     return train(
         model,
-        _data(),
+        toy_dataset(),
         TrainConfig(epochs=epochs, batch_size=32, lr=0.05, seed=seed),
         multilevel,
         **kw,
@@ -71,7 +64,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"
     _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)
     before = path.read_bytes()
-    data = _data()
+    data = toy_dataset()
     data.x_train[::2] = float("nan")  # every minibatch sees NaN inputs
     seed_everything(0)
     with pytest.raises(NonFiniteLossError, match=r"epoch 0\.\d+ on level 0.*checkpoint is kept"):
@@ -110,7 +103,7 @@ def test_more_levels_than_coarsening_can_produce():
     with pytest.raises(CoarseningError, match="levels"):
         train(
             MLP(12, [4, 8], 4),
-            _data(),
+            toy_dataset(),
             TrainConfig(epochs=1.0, batch_size=32),
             MultilevelConfig(levels=4),
         )
@@ -127,7 +120,7 @@ def test_adam_multilevel_trains():
     seed_everything(0)
     result = train(
         MLP(12, [16, 8], 4),
-        _data(),
+        toy_dataset(),
         TrainConfig(epochs=3.0, batch_size=32, lr=1e-2, optimizer="adam"),
         MultilevelConfig(levels=2),
     )
@@ -144,7 +137,7 @@ def test_a_layout_that_disagrees_with_the_parameters_is_rejected():
     with pytest.raises(ValueError, match=r"linears\.1\.weight: axis 0 should have 16 units"):
         train(
             WrongLayout(12, [16, 8], 4),
-            _data(),
+            toy_dataset(),
             TrainConfig(epochs=1.0, batch_size=32),
             MultilevelConfig(levels=2),
         )
