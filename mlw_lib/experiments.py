@@ -2,8 +2,10 @@
 
 Each (method, seed) trains the same fine model from the same initialisation and batch order
 under one work budget (a squeeze method: its own wider fine net, at the same FLOPs), as a
-nested MLflow run of the notebook's parent run. Results come back as one tidy DataFrame (one
-row per method, seed and evaluation).
+nested MLflow run of the notebook's parent run. Runs are interleaved (seed by seed, the method
+order alternating) and each records how busy the machine was (`load_average`,
+`other_cores`). Results come back as one tidy DataFrame (one row per method, seed and
+evaluation).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import mlflow
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from . import tracking
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
-from .reproducibility import seed_everything
+from .reproducibility import CpuContention, seed_everything
 from .training import TrainConfig, TrainResult, classification_loss, train
 
 
@@ -45,15 +48,20 @@ class Comparison:
         return self.history.groupby(["method", "seed"], sort=False).tail(1).reset_index(drop=True)
 
     def at_equal_time(self, metric: str = "test_accuracy") -> pd.DataFrame:
-        """`metric` of every run at the same wall-clock: the shortest run's final time.
+        """`metric` of every run at one wall-clock time: the shortest run's final time T.
 
-        Each run contributes its last evaluation at or before that time (NaN if none).
+        Each run's curve (its evaluations against `wall_time`, starting with the initial net
+        at time 0) is read at T by linear interpolation, so every run gets a value (NaN only
+        for a run with no evaluation at or before T, e.g. a squeeze run's first product).
         """
         budget = self.final()["wall_time"].min()
         rows = []
-        for (method, seed), runs in self.history.groupby(["method", "seed"], sort=False):
-            before = runs[runs["wall_time"] <= budget + 1e-9]
-            value = before[metric].iloc[-1] if len(before) else float("nan")
+        for (method, seed), run in self.history.groupby(["method", "seed"], sort=False):
+            curve = run[run[metric].notna()]
+            times, values = curve["wall_time"].to_numpy(), curve[metric].to_numpy()
+            value = (
+                np.interp(budget, times, values) if len(times) and times[0] <= budget else np.nan
+            )
             rows.append({"method": method, "seed": seed, "wall_time": budget, metric: value})
         return pd.DataFrame(rows)
 
@@ -86,7 +94,7 @@ def compare(
         for name, build in models.items()
     }
     frames, hierarchies, results = [], {}, {}
-    runs = [(name, seed) for name in methods for seed in seeds]
+    runs = interleaved(list(methods), seeds)
     tracked = mlflow.active_run() is not None
     for name, seed in tqdm(runs, desc="runs", unit="run"):
         config = replace(train_config, seed=seed)
@@ -111,14 +119,16 @@ def compare(
             else contextlib.nullcontext()
         )
         with run:
-            result = train(model, data, config, multilevel, description=f"{name} s{seed}")
-            history = result.history
+            with CpuContention() as load:
+                result = train(model, data, config, multilevel, description=f"{name} s{seed}")
+            history = result.history.assign(**load.record())
             if name in models:  # work in make_model()'s minibatches
                 factor = flops[name] / reference
                 history = history.assign(
                     work_units=history["work_units"] * factor, epoch=history["epoch"] * factor
                 )
             if tracked:
+                mlflow.log_metrics(load.record())
                 tracking.log_history(history)
                 if log_checkpoints:
                     tracking.log_checkpoint(
@@ -129,6 +139,16 @@ def compare(
         results[(name, seed)] = result
     history = pd.concat(frames, ignore_index=True)
     return Comparison(history, hierarchies, results)
+
+
+def interleaved(methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """(method, seed) in run order: seed by seed, the method order reversed every other seed,
+    so that a slow spell of a shared machine does not fall on one method only."""
+    order = []
+    for index, seed in enumerate(seeds):
+        names = methods if index % 2 == 0 else list(reversed(methods))
+        order.extend((name, seed) for name in names)
+    return order
 
 
 def minibatch_flops(model: WidthModel, data, batch_size: int) -> float:

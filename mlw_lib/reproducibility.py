@@ -7,10 +7,12 @@ import platform
 import random
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 from mlw_lib.paths import repo_root
@@ -141,3 +143,34 @@ def environment_info(device: str | None = None) -> dict[str, str]:
     )
     info.update(git_info())
     return info
+
+
+class CpuContention:
+    """How busy the machine was during a block: `with CpuContention() as load: ...`, then
+    `load.record()` = {"load_average": 1-min load at the start, "other_cores": CPU-seconds
+    that other processes used per wall-clock second (0 on a quiet machine)}."""
+
+    def __enter__(self) -> CpuContention:
+        self._load = psutil.getloadavg()[0]
+        self._system, self._own = _busy_seconds(), _own_seconds()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = max(time.perf_counter() - self._start, 1e-9)
+        others = (_busy_seconds() - self._system) - (_own_seconds() - self._own)
+        self._other = max(others, 0.0) / wall
+
+    def record(self) -> dict[str, float]:
+        return {"load_average": round(self._load, 2), "other_cores": round(self._other, 3)}
+
+
+def _busy_seconds() -> float:
+    """CPU-seconds all processes spent busy (not idle or waiting) since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _own_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system

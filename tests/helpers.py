@@ -22,7 +22,7 @@ from mlw_lib.multilevel.batchnorm import recalibrate
 from mlw_lib.multilevel.cycle import FASCycle
 from mlw_lib.multilevel.hierarchy import assign_params, detached_params
 from mlw_lib.multilevel.objective import Level
-from mlw_lib.multilevel.tau import make_tau
+from mlw_lib.multilevel.tau import tau_policy
 from mlw_lib.training import classification_loss
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,11 +57,14 @@ def toy_data(n: int, features: int, classes: int, seed: int, dtype=torch.float64
 
 
 def toy_dataset(seed: int = 0, n: int = 256) -> SimpleNamespace:
-    """A dataset like `load_mnist`'s for `train`: n training and 128 test examples of 12
-    features, 4 classes, float32."""
-    x, y = toy_data(n, 12, 4, seed, dtype=torch.float32)
-    xt, yt = toy_data(128, 12, 4, seed + 1, dtype=torch.float32)
-    return SimpleNamespace(x_train=x, y_train=y, x_test=xt, y_test=yt)
+    """A learnable dataset like `load_mnist`'s for `train`: n training and 128 test examples
+    of 12 features, float32, labelled by one fixed random linear teacher into 4 classes."""
+    teacher = torch.randn(12, 4, generator=torch.Generator().manual_seed(1234))
+    x, _ = toy_data(n, 12, 4, seed, dtype=torch.float32)
+    xt, _ = toy_data(128, 12, 4, seed + 1, dtype=torch.float32)
+    return SimpleNamespace(
+        x_train=x, y_train=(x @ teacher).argmax(1), x_test=xt, y_test=(xt @ teacher).argmax(1)
+    )
 
 
 def make_cycle(
@@ -114,15 +117,6 @@ def restricted_levels(
     assign_params(coarse_model, x_c0)
     recalibrate(coarse_model, batches, classification_loss)
     coarse = Level(1, coarse_model, torch.optim.SGD(coarse_model.parameters(), lr=0.1), 0.1, 0.5)
-    coarse.tau = make_tau(
-        tau_mode,
-        fine,
-        coarse,
-        batches,
-        transition.transfers,
-        convention,
-        1.0,
-        classification_loss,
-        meter,
-    )
+    policy = tau_policy(tau_mode, 1.0, convention, classification_loss)
+    coarse.tau = policy.linear_term(fine, coarse, batches, transition.transfers, meter)
     return fine, coarse, transition, meter

@@ -1,11 +1,18 @@
-"""Comparisons: equal-time selection and the computed verdict."""
+"""Comparisons: equal-time reading, run order, machine load and the computed verdict."""
 
 from __future__ import annotations
 
-import pandas as pd
+import subprocess
+import sys
+import time
 
-from mlw_lib.experiments import Comparison, method_name, verdict
+import pandas as pd
+import psutil
+import pytest
+
+from mlw_lib.experiments import Comparison, interleaved, method_name, verdict
 from mlw_lib.multilevel import MultilevelConfig
+from mlw_lib.reproducibility import CpuContention
 
 
 def _comparison(multi_accuracies):
@@ -33,11 +40,50 @@ def _comparison(multi_accuracies):
     return Comparison(pd.DataFrame(rows), {}, {})
 
 
-def test_at_equal_time_takes_each_run_at_the_shortest_final_time():
+def test_at_equal_time_reads_each_curve_at_the_shortest_final_time():
     table = _comparison([0.95, 0.96, 0.97]).at_equal_time()
     assert (table["wall_time"] == 20.0).all()
     multi = table[table["method"] == "V-cycle, 2 levels"]["test_accuracy"].round(6).tolist()
-    assert multi == [0.85, 0.86, 0.87]  # multilevel runs at t=15 <= 20 (their first evaluation)
+    # multilevel curves pass (15, a - 0.1) and (30, a): at t = 20 they read a - 0.1 + 0.1/3
+    assert multi == [round(a - 0.2 / 3, 6) for a in (0.95, 0.96, 0.97)]
+
+
+def test_at_equal_time_gives_a_slow_run_a_value_from_its_start():
+    """A run whose first evaluation comes after the fastest run has ended is read between its
+    initial evaluation (time 0) and that first evaluation."""
+    rows = [
+        {"method": "fast", "seed": 0, "wall_time": t, "test_accuracy": a}
+        for t, a in ((0.0, 0.1), (5.0, 0.8), (10.0, 0.9))
+    ] + [
+        {"method": "slow", "seed": 0, "wall_time": t, "test_accuracy": a}
+        for t, a in ((0.0, 0.1), (40.0, 0.5), (80.0, 0.9))
+    ]
+    table = Comparison(pd.DataFrame(rows), {}, {}).at_equal_time().set_index("method")
+    assert table.loc["slow", "test_accuracy"] == pytest.approx(0.1 + 0.4 / 4)
+    assert table.loc["fast", "test_accuracy"] == pytest.approx(0.9)
+
+
+def test_runs_are_interleaved_seed_by_seed_in_alternating_order():
+    assert interleaved(["a", "b"], [0, 1, 2]) == [
+        ("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)
+    ]  # fmt: skip
+
+
+def test_cpu_contention_counts_another_busy_process():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        child = psutil.Process(busy.pid)
+        before = sum(child.cpu_times()[:2])
+        with CpuContention() as load:
+            start = time.perf_counter()
+            time.sleep(1.0)
+            child_cores = (sum(child.cpu_times()[:2]) - before) / (time.perf_counter() - start)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert child_cores > 0.2  # the neighbour did run
+    assert load.record()["other_cores"] >= 0.8 * child_cores
+    assert set(load.record()) == {"load_average", "other_cores"}
 
 
 def test_verdict_says_better_worse_or_no_clear_difference():

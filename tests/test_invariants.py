@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlw_lib.models import MLP
+from mlw_lib.models.convnet import ConvNet
 from mlw_lib.multilevel import (
     AxisBinding,
     MultilevelConfig,
@@ -297,19 +298,38 @@ def test_units_with_only_negative_similarity_are_never_merged():
 
 
 # 6. tau scale 0 equals no tau ------------------------------------------------------------
+def _mlp_with_dropout():
+    return MLP(8, [10, 6], 3, dropout=0.2).double()
+
+
+def _convnet_with_batchnorm():
+    return ConvNet([8, 8], image_size=4, in_channels=2, num_classes=3).double()
+
+
+def _inputs(model_name):
+    x, y = toy_data(96, 32, 3, seed=5)
+    return (x.view(96, 2, 4, 4), y) if model_name == "convnet" else (x[:, :8], y)
+
+
 @pytest.mark.parametrize("mode", ["cycle", "minibatch"])
-def test_tau_scale_zero_equals_no_tau(mode):
-    x, y = toy_data(96, 8, 3, seed=5)
-    results = []
+@pytest.mark.parametrize("model_name", ["mlp-dropout", "convnet"])
+def test_tau_scale_zero_equals_no_tau(mode, model_name):
+    """Same parameters, BN statistics, charged work and RNG stream: s = 0 runs no tau pass."""
+    build = _convnet_with_batchnorm if model_name == "convnet" else _mlp_with_dropout
+    x, y = _inputs(model_name)
+    runs = []
     for tau, scale in ((mode, 0.0), ("none", 1.0), (mode, 1.0)):
         torch.manual_seed(0)
-        model = MLP(8, [10, 6], 3).double()
+        model = build()
         cycle = make_cycle(model, MultilevelConfig(levels=3, tau=tau, tau_scale=scale), x, y)
         for _ in range(4):
             cycle.run_cycle()
-        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    zero, none, full = results
+        state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        runs.append((state, cycle.meter.work_units, torch.get_rng_state()))
+    (zero, zero_work, zero_rng), (none, none_work, none_rng), (full, full_work, _) = runs
     assert all(torch.equal(zero[n], none[n]) for n in none)
+    assert zero_work == none_work < full_work
+    assert torch.equal(zero_rng, none_rng)
     assert any(not torch.allclose(full[n], none[n]) for n in none)  # tau does act
 
 

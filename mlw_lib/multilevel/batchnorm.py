@@ -11,7 +11,9 @@ before evaluating a coarse net. A BN layer follows the group its weight is bound
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,6 +32,18 @@ def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
         for name, module in model.named_modules()
         if isinstance(module, _BatchNorm) and module.track_running_stats
     }
+
+
+@contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Run the enclosed passes without changing any buffer of `model` (e.g. BN statistics)."""
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
 
 
 @torch.no_grad()
@@ -74,14 +88,64 @@ def restrict_running_stats(
 ) -> None:
     """Approximate coarse statistics: the pre-BN activation of a merged channel is its
     members' activations combined like the conv rows (the OUT operator), so
-    mean_c = R_out mean_f and std_c = R_out std_f (exact for identical or proportional
-    channels; it assumes merged channels are perfectly correlated)."""
+    mean_c = R_out mean_f and the normaliser sqrt(var_c + eps) = R_out sqrt(var_f + eps)
+    (exact for identical or proportional channels, with BN's own eps; it assumes merged
+    channels are perfectly correlated)."""
     fine_layers = batchnorm_layers(fine)
     for name, layer in batchnorm_layers(coarse).items():
         source = fine_layers[name]
         out = statistics_binding(layout, name)
         mean = transform_tensor(source.running_mean, out, transfers, convention, "restrict")
-        std = transform_tensor(source.running_var.sqrt(), out, transfers, convention, "restrict")
+        scale = (source.running_var + source.eps).sqrt()
+        scale = transform_tensor(scale, out, transfers, convention, "restrict")
         layer.running_mean.copy_(mean)
-        layer.running_var.copy_(std.square())
+        layer.running_var.copy_((scale.square() - layer.eps).clamp(min=0))
         layer.num_batches_tracked.copy_(source.num_batches_tracked)
+
+
+class RecalibrateStatistics:
+    """Coarse BN statistics re-estimated by train-mode passes on the tau batches (charged)."""
+
+    needs_batches = True
+
+    def __init__(self, loss_fn: Callable[[nn.Module, tuple], object]) -> None:
+        self.loss_fn = loss_fn
+
+    def coarse_statistics(self, fine, coarse, transfers: Transfers, batches, meter) -> None:
+        """`fine`, `coarse`: Levels; `coarse.model` holds x_c0."""
+        with meter.phase("recalibration"):
+            recalibrate(coarse.model, batches, self.loss_fn)
+            meter.charge_forward(coarse.work, len(batches))
+
+
+@dataclass(frozen=True)
+class RestrictStatistics:
+    """Coarse BN statistics restricted from the fine ones (approximate, no passes)."""
+
+    convention: str
+    needs_batches = False
+
+    def coarse_statistics(self, fine, coarse, transfers: Transfers, batches, meter) -> None:
+        layout = fine.model.param_layout()
+        with meter.phase("recalibration"):
+            restrict_running_stats(fine.model, coarse.model, layout, transfers, self.convention)
+
+
+class KeepStatistics:
+    """Coarse BN statistics left as they are (train mode never reads them)."""
+
+    needs_batches = False
+
+    def coarse_statistics(self, fine, coarse, transfers: Transfers, batches, meter) -> None:
+        return None
+
+
+def statistics_policy(mode: str, convention: str, loss_fn: Callable) -> object:
+    """The policy for `batchnorm=mode`: "recalibrate", "restrict" or "keep"."""
+    if mode == "recalibrate":
+        return RecalibrateStatistics(loss_fn)
+    if mode == "restrict":
+        return RestrictStatistics(convention)
+    if mode == "keep":
+        return KeepStatistics()
+    raise ValueError(f"unknown batchnorm mode {mode!r}; choose one of {list(BATCHNORM_MODES)}")

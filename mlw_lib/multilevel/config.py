@@ -6,13 +6,13 @@ from dataclasses import asdict, dataclass
 
 from .batchnorm import BATCHNORM_MODES
 from .matching import MATCHING_METHODS, SIMILARITIES
+from .state import STATE_TRANSFER
+from .tau import TAU_MODES
 from .transfer import CONVENTIONS
 
 CYCLES = {"V": 1, "W": 2, "F": 1}  # cycle type -> gamma (F = nested iteration, then V-cycles)
-TAU_MODES = ("none", "cycle", "minibatch")
 COARSE_BATCHES = ("reuse", "fresh")
 UNIT_WEIGHTS = ("norm", "uniform")
-STATE_TRANSFER = ("restrict", "reset")
 
 
 @dataclass

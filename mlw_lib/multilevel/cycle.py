@@ -3,31 +3,32 @@
 Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
 
     cycle(l):
-        pre-smooth:   nu_pre passes over k minibatches              x_l  <- steps on F_l
+        pre-smooth:   nu_pre passes over k minibatches B              x_l  <- steps on F_l
         if l == L-1:  return
-        operators:    match (every M-th visit) or re-weight          A, omega -> R, P
-        restrict:     x_c0 = R x_l,  m_c0 = R m_l                    (coarse start point)
-                      BatchNorm statistics: recalibrated on B_tau, restricted, or kept
-        tau:          v_{l+1} = s (grad loss_{l+1}(x_c0) - P^T grad F_l(x_l)) on the
-                      pre-smoothing minibatches B_tau
-        recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are the
-                      pre-smoothing ones, or fresh with coarse_batches="fresh")
+        restrict:     operators (match every M-th visit, else re-weight)  A, omega -> R, P
+                      x_c0 = R x_l,  m_c0 = R m_l  (or reset)          (the coarse start)
+                      BatchNorm statistics: recalibrated on B, restricted, or kept
+        tau:          v_{l+1} = s (grad loss_{l+1}(x_c0; B) - P^T grad F_l(x_l; B))
+        recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are B,
+                      or fresh ones with coarse_batches="fresh")
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
-                      (optionally recalibrate the fine BatchNorm statistics on B_tau)
+                      (optionally recalibrate the fine BatchNorm statistics on B)
         post-smooth:  nu_post passes over k fresh minibatches
 
-One level (L = 1, nu_pre = 1) is plain training, step for step.
+The variants (tau, BatchNorm statistics, optimizer-state transfer) are policy objects chosen
+once from the config. One level (L = 1, nu_pre = 1) is plain training, step for step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from .batchnorm import batchnorm_layers, recalibrate, restrict_running_stats
+from .batchnorm import batchnorm_layers, recalibrate, statistics_policy
 from .config import MultilevelConfig
-from .groups import Layout, WidthModel, check_layout
+from .groups import WidthModel, check_layout
 from .hierarchy import (
     Transition,
     assign_params,
@@ -39,10 +40,10 @@ from .hierarchy import (
 )
 from .objective import Level, LossFn, Tensors, no_tau, objective_backward
 from .operators import GroupTransfer
-from .state import correct_state, load_named_state, named_state, restrict_state
-from .tau import make_tau
-from .transfer import Transfers, prolong, restrict_params
-from .work import FORWARD_SHARE, WorkMeter, matching_flops, transfer_flops
+from .state import NamedState, state_policy
+from .tau import tau_policy
+from .transfer import prolong, restrict_params
+from .work import WorkMeter, matching_flops, transfer_flops
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
 Work = Callable[[WidthModel], float]
@@ -54,6 +55,15 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, message: str, level: int) -> None:
         super().__init__(message)
         self.level = level
+
+
+@dataclass
+class CoarseStart:
+    """Where a coarse solve starts: x_c0 = R x, m_c0 = R m, and the batches B it used."""
+
+    params: Tensors
+    state: NamedState
+    batches: list[tuple]
 
 
 class FASCycle:
@@ -85,6 +95,11 @@ class FASCycle:
         self.next_batch = next_batch
         self.meter = meter
         self.work_of = work_of
+        self.tau = tau_policy(config.tau, config.tau_scale, config.convention, loss_fn)
+        self.statistics = statistics_policy(config.batchnorm, config.convention, loss_fn)
+        self.state_transfer = state_policy(
+            config.state_transfer, config.convention, config.state_damping
+        )
         self.lr_factor = 1.0  # schedule factor, set by the trainer from the fine-level work
         self.levels = [
             Level(0, model, make_optimizer(list(model.parameters()), lrs[0]), lrs[0], 1.0)
@@ -93,7 +108,6 @@ class FASCycle:
         self.transitions: list[Transition | None] = [None] * (config.levels - 1)
         self.visits = [0] * (config.levels - 1)
         self.cycles_done = 0
-        self._start: dict[int, tuple[Tensors, dict, list[tuple]]] = {}
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
@@ -104,22 +118,26 @@ class FASCycle:
         self.cycles_done += 1
 
     def _cycle(self, l: int, inherited: Sequence[tuple] | None) -> None:
-        level = self.levels[l]
-        pre = self._batches(inherited)
-        self._smooth(level, pre, self.config.nu_pre)
+        fine = self.levels[l]
+        batches = self._batches(inherited)
+        self._smooth(fine, batches, self.config.nu_pre)
         if l == self.config.levels - 1:
             return
-        self._descend(l, tau_batches=pre)
+        start = self._restrict(l, batches)
+        coarse, transfers = self.levels[l + 1], self.transitions[l].transfers
+        with self.meter.phase("tau"):
+            coarse.tau = self.tau.linear_term(fine, coarse, batches, transfers, self.meter)
         for _ in range(self.config.gamma):
-            self._cycle(l + 1, inherited=pre)
-        self._correct(l)
-        self._smooth(level, self._batches(inherited), self.config.nu_post)
+            self._cycle(l + 1, inherited=batches)
+        self._correct(l, start)
+        self._smooth(fine, self._batches(inherited), self.config.nu_post)
 
     def _batches(self, inherited: Sequence[tuple] | None) -> list[tuple]:
         """k fresh minibatches, or the parent's tau batches when coarse steps reuse them."""
         if inherited is not None and self.config.coarse_batches == "reuse":
             return list(inherited)
-        return [self.next_batch() for _ in range(self.config.batches_per_phase)]
+        with self.meter.phase("data"):
+            return [self.next_batch() for _ in range(self.config.batches_per_phase)]
 
     def _smooth(self, level: Level, batches: Sequence[tuple], passes: int) -> None:
         """`passes` optimizer passes over `batches` on the level objective F_l."""
@@ -139,93 +157,45 @@ class FASCycle:
             raise NonFiniteLossError(f"non-finite loss on level {level.index}", level.index)
 
     # -------------------------------------------------------------------- down and up
-    def _descend(self, l: int, tau_batches: Sequence[tuple] | None) -> None:
-        """Operators, x_c0 = R x, m_c0 = R m, BN statistics, the coarse linear term v_{l+1}."""
+    def _restrict(self, l: int, batches: list[tuple] | None) -> CoarseStart:
+        """Operators, x_c0 = R x, m_c0 = R m, the coarse BN statistics; the coarse start."""
         fine = self.levels[l]
         with self.meter.phase("matching"):
             transition = self._transition(l)
+        transfers = transition.transfers
         with self.meter.phase("transfer"):
             coarse = self._coarse_level(l, transition)
-            layout, transfers = fine.model.param_layout(), transition.transfers
+            layout = fine.model.param_layout()
             x_c0 = restrict_params(
                 detached_params(fine.model), layout, transfers, self.config.convention
             )
             assign_params(coarse.model, x_c0)
-            m_c0: dict = {}
-            if self.config.state_transfer == "restrict":
-                m_c0 = restrict_state(
-                    named_state(fine.optimizer, fine.model),
-                    layout,
-                    transfers,
-                    self.config.convention,
-                )
-            load_named_state(coarse.optimizer, coarse.model, _clone_state(m_c0))
+            m_c0 = self.state_transfer.start(fine, coarse, transfers)
             self.meter.charge_flops(2 * transfer_flops(x_c0))
-        batches = list(tau_batches) if tau_batches is not None else []
-        if self.config.batchnorm != "keep" and batchnorm_layers(coarse.model):
-            if not batches:  # nested iteration has no pre-smoothing batches
+        batches = list(batches or [])
+        if batchnorm_layers(coarse.model):
+            if not batches and self.statistics.needs_batches:  # nested iteration
                 batches = self._batches(None)
-            self._running_statistics(fine, coarse, layout, transfers, batches)
-        self._start[l + 1] = (x_c0, m_c0, batches)
-        if tau_batches is None:
-            coarse.tau = no_tau
-            return
-        with self.meter.phase("tau"):
-            coarse.tau = make_tau(
-                self.config.tau,
-                fine,
-                coarse,
-                tau_batches,
-                transfers,
-                self.config.convention,
-                self.config.tau_scale,
-                self.loss_fn,
-                self.meter,
-            )
+            self.statistics.coarse_statistics(fine, coarse, transfers, batches, self.meter)
+        return CoarseStart(x_c0, m_c0, batches)
 
-    def _correct(self, l: int) -> None:
+    def _correct(self, l: int, start: CoarseStart) -> None:
         """x_l += alpha P(x_c - x_c0); optimizer state likewise with beta."""
         fine, coarse = self.levels[l], self.levels[l + 1]
-        x_c0, m_c0, batches = self._start.pop(l + 1)
-        layout, transfers = fine.model.param_layout(), self.transitions[l].transfers
+        transfers = self.transitions[l].transfers
         with self.meter.phase("transfer"), torch.no_grad():
-            delta = {name: p - x_c0[name] for name, p in coarse.model.named_parameters()}
-            fine_delta = prolong(delta, layout, transfers, self.config.convention)
+            delta = {name: p - start.params[name] for name, p in coarse.model.named_parameters()}
+            fine_delta = prolong(
+                delta, fine.model.param_layout(), transfers, self.config.convention
+            )
             for name, p in fine.model.named_parameters():
                 p.add_(fine_delta[name], alpha=self.config.correction_damping)
-            if self.config.state_transfer == "restrict":
-                correct_state(
-                    named_state(fine.optimizer, fine.model),
-                    named_state(coarse.optimizer, coarse.model),
-                    m_c0,
-                    layout,
-                    transfers,
-                    self.config.convention,
-                    self.config.state_damping,
-                )
+            self.state_transfer.correct(fine, coarse, start.state, transfers)
             self.meter.charge_flops(2 * transfer_flops(fine_delta))
-        if self.config.recalibrate_fine and batches and batchnorm_layers(fine.model):
+        if self.config.recalibrate_fine and start.batches and batchnorm_layers(fine.model):
             with self.meter.phase("recalibration"):
-                recalibrate(fine.model, batches, self.loss_fn)
-                self.meter.charge(fine.work * FORWARD_SHARE * len(batches))
-
-    def _running_statistics(
-        self,
-        fine: Level,
-        coarse: Level,
-        layout: Layout,
-        transfers: Transfers,
-        batches: list[tuple],
-    ) -> None:
-        """BatchNorm statistics of the coarse net at x_c0 (DESIGN.md §4.6)."""
-        with self.meter.phase("recalibration"):
-            if self.config.batchnorm == "recalibrate":
-                recalibrate(coarse.model, batches, self.loss_fn)
-                self.meter.charge(coarse.work * FORWARD_SHARE * len(batches))
-            else:
-                restrict_running_stats(
-                    fine.model, coarse.model, layout, transfers, self.config.convention
-                )
+                recalibrate(fine.model, start.batches, self.loss_fn)
+                self.meter.charge_forward(fine.work, len(start.batches))
 
     # ------------------------------------------------------------- hierarchy upkeep
     def _transition(self, l: int) -> Transition:
@@ -266,8 +236,7 @@ class FASCycle:
         """F-cycle start: restrict the initial net down, then from the coarsest level upward
         run `fmg_cycles` cycles and prolong the solution (plus symmetry-breaking noise)."""
         for l in range(self.config.levels - 1):
-            self._descend(l, tau_batches=None)
-            self._start.pop(l + 1)
+            self._restrict(l, batches=None)
         generator = torch.Generator().manual_seed(self.config.seed)
         for root in range(self.config.levels - 1, 0, -1):
             self.levels[root].tau = no_tau
@@ -311,10 +280,3 @@ class FASCycle:
             transfers = {g: GroupTransfer.from_state_dict(s).to(device) for g, s in saved.items()}
             self.transitions[l] = Transition(transfers, matchings={})
             self._coarse_level(l, self.transitions[l])
-
-
-def _clone_state(state: dict) -> dict:
-    return {
-        name: {k: v.clone() if torch.is_tensor(v) else v for k, v in entries.items()}
-        for name, entries in state.items()
-    }

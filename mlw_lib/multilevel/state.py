@@ -10,12 +10,15 @@ reference implementation exists to compare against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .groups import Layout
 from .transfer import Transfers, prolong, restrict_params
 
+STATE_TRANSFER = ("restrict", "reset")
 NamedState = dict[str, dict[str, torch.Tensor]]
 NONNEGATIVE_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
 
@@ -92,3 +95,56 @@ def correct_state(
 
 def _clone(value):
     return value.clone() if torch.is_tensor(value) else value
+
+
+def clone_state(state: NamedState) -> NamedState:
+    """A copy of `state` whose tensors share no memory with it."""
+    return {name: {k: _clone(v) for k, v in entries.items()} for name, entries in state.items()}
+
+
+@dataclass(frozen=True)
+class RestrictState:
+    """Coarse state starts at m_c0 = R m_f; the fine state is corrected with `damping`."""
+
+    convention: str
+    damping: float
+
+    def start(self, fine, coarse, transfers: Transfers) -> NamedState:
+        """Load R m_f into the coarse optimizer (`fine`, `coarse`: Levels); return m_c0."""
+        layout = fine.model.param_layout()
+        fine_state = named_state(fine.optimizer, fine.model)
+        m_c0 = restrict_state(fine_state, layout, transfers, self.convention)
+        load_named_state(coarse.optimizer, coarse.model, clone_state(m_c0))
+        return m_c0
+
+    def correct(self, fine, coarse, m_c0: NamedState, transfers: Transfers) -> None:
+        """m_f += damping * P(m_c - m_c0)."""
+        correct_state(
+            named_state(fine.optimizer, fine.model),
+            named_state(coarse.optimizer, coarse.model),
+            m_c0,
+            fine.model.param_layout(),
+            transfers,
+            self.convention,
+            self.damping,
+        )
+
+
+class ResetState:
+    """Coarse state starts empty every cycle; the fine state is left alone."""
+
+    def start(self, fine, coarse, transfers: Transfers) -> NamedState:
+        coarse.optimizer.state.clear()
+        return {}
+
+    def correct(self, fine, coarse, m_c0: NamedState, transfers: Transfers) -> None:
+        return None
+
+
+def state_policy(mode: str, convention: str, damping: float) -> RestrictState | ResetState:
+    """The policy for `state_transfer=mode`: "restrict" or "reset"."""
+    if mode == "restrict":
+        return RestrictState(convention, damping)
+    if mode == "reset":
+        return ResetState()
+    raise ValueError(f"unknown state_transfer {mode!r}; choose one of {list(STATE_TRANSFER)}")

@@ -2,8 +2,11 @@
 
 One work unit (WU) = the FLOPs of one fine-level forward + backward pass on one minibatch.
 A step on level l costs flops(l) / flops(0) WU; tau gradients, transfers and matching are
-charged by their own FLOP estimates. Wall-clock is split by phase; nested phases charge the
-innermost one only.
+charged by their own FLOP estimates.
+
+Wall-clock: `running()` brackets everything the training loop does except evaluation, and
+its elapsed time is `wall_time`. Phases split it; nested phases charge the innermost one
+only, and `breakdown()` adds the unphased rest as "other", so the rows sum to `wall_time`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# "tau_gradient": the forward+backward passes tau needs (charged WU); "tau": the rest of it;
-# "recalibration": train-mode forward passes that re-estimate BatchNorm statistics;
-# "accounting": counting the FLOPs of a coarse size seen for the first time (bookkeeping).
+from .batchnorm import preserved_buffers
+
+# "data": drawing (and augmenting) minibatches; "tau_gradient": the forward+backward passes
+# tau needs (charged WU); "tau": the rest of it; "recalibration": train-mode forward passes
+# that re-estimate BatchNorm statistics; "accounting": counting the FLOPs of a coarse size
+# seen for the first time (bookkeeping); "other": the loop's time outside every phase.
 PHASES = (
+    "data",
     "smooth",
     "coarse",
     "tau_gradient",
@@ -29,6 +36,7 @@ PHASES = (
     "matching",
     "recalibration",
     "accounting",
+    "other",
 )
 # A forward pass costs about a third of forward + backward (the backward pass computes two
 # products, input and weight gradients, per forward product).
@@ -65,19 +73,15 @@ def _counted_flops(model: nn.Module, batch, loss_fn: Callable) -> int:
     """FlopCounterMode's total for one forward + backward pass on exactly `batch`."""
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        with FlopCounterMode(display=False) as counter:
+        with preserved_buffers(model), FlopCounterMode(display=False) as counter:
             loss = loss_fn(model, batch)
             torch.autograd.grad(loss, params)
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            b.copy_(buffers[name])
     return int(counter.get_total_flops())
 
 
 class WorkMeter:
-    """Accumulates work units and per-phase wall-clock seconds.
+    """Accumulates work units, the loop's elapsed wall-clock and its per-phase split.
 
     `flops_per_wu` is the fine-level forward+backward FLOPs of one minibatch.
     """
@@ -88,6 +92,7 @@ class WorkMeter:
         self.work_by_phase: dict[str, float] = defaultdict(float)
         self.seconds: dict[str, float] = defaultdict(float)
         self._sync = torch.device(device).type == "cuda"
+        self.elapsed = 0.0  # seconds inside `running()` blocks
         self._stack: list[str] = []
         self._mark = 0.0
 
@@ -95,6 +100,10 @@ class WorkMeter:
         """Add `work_units` WU to the total (and to `phase`, default: the current phase)."""
         self.work_units += work_units
         self.work_by_phase[phase or (self._stack[-1] if self._stack else "other")] += work_units
+
+    def charge_forward(self, work_units: float, passes: int) -> None:
+        """Charge `passes` forward-only passes of a net costing `work_units` per fwd+bwd."""
+        self.charge(work_units * FORWARD_SHARE * passes)
 
     def charge_flops(self, flops: float, phase: str | None = None) -> None:
         self.charge(flops / self.flops_per_wu, phase)
@@ -119,21 +128,39 @@ class WorkMeter:
             self.seconds[self._stack.pop()] += now - self._mark
             self._mark = now
 
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Count the enclosed block's elapsed time (synchronized) into `wall_time`."""
+        start = self._now()
+        try:
+            yield
+        finally:
+            self.elapsed += self._now() - start
+
     @property
     def wall_time(self) -> float:
-        return float(sum(self.seconds.values()))
+        """Elapsed seconds of the `running()` blocks: the real training time."""
+        return float(self.elapsed)
+
+    def breakdown(self) -> dict[str, float]:
+        """Seconds per phase of PHASES, with "other" = wall_time - the phases (sums to it)."""
+        rows = {phase: float(self.seconds.get(phase, 0.0)) for phase in PHASES}
+        rows["other"] = self.wall_time - sum(v for k, v in rows.items() if k != "other")
+        return rows
 
     def state_dict(self) -> dict:
         return {
             "work_units": self.work_units,
             "work_by_phase": dict(self.work_by_phase),
             "seconds": dict(self.seconds),
+            "elapsed": self.elapsed,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.work_units = state["work_units"]
         self.work_by_phase = defaultdict(float, state["work_by_phase"])
         self.seconds = defaultdict(float, state["seconds"])
+        self.elapsed = float(state["elapsed"])
 
 
 def transfer_flops(tensors: dict[str, torch.Tensor]) -> float:

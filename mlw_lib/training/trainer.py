@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from ..data.augment import Augment
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
-from ..multilevel.work import PHASES
 from .batches import BatchStream
 from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
@@ -211,6 +210,9 @@ def train(
         restore_rng_states(state["rng"])
         rows, next_eval = list(state["history"]), state["next_eval"]
 
+    if not rows:  # the curve's start: the initial net, at zero work and zero time
+        start = model if multilevel.model_level == 0 else None  # R^m x needs operators
+        rows.append(_metrics_row(fas, meter, stream, start, (x_test, y_test), config))
     with tqdm(
         total=math.ceil(budget),
         initial=int(meter.work_units),
@@ -219,10 +221,11 @@ def train(
         leave=False,
     ) as bar:
         while meter.work_units < budget - 1e-9:
-            fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
             done_before = meter.work_units
             try:
-                fas.run_cycle()
+                with meter.running():  # the wall-clock: everything but evaluation and saving
+                    fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
+                    fas.run_cycle()
             except NonFiniteLossError as error:
                 _explain_non_finite(
                     error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
@@ -262,13 +265,17 @@ def _metrics_row(
     fas: FASCycle,
     meter: WorkMeter,
     stream: BatchStream,
-    product: WidthModel,
+    product: WidthModel | None,
     test: tuple[torch.Tensor, torch.Tensor],
     config: TrainConfig,
 ) -> dict:
-    """One evaluation: work, time, test metrics of the model of interest (and of the fine
-    net when that is a coarser level), per-level training losses, seconds per phase."""
-    test_loss, test_accuracy = evaluate(product, *test, config.eval_batch_size)
+    """One evaluation: work, time, test metrics of the model of interest (NaN when it does
+    not exist yet), of the fine net when that is another level, per-level training losses
+    (NaN before the first step), seconds per phase."""
+    nan = float("nan")
+    test_loss, test_accuracy = (
+        (nan, nan) if product is None else evaluate(product, *test, config.eval_batch_size)
+    )
     row = {
         "epoch": meter.work_units / stream.batches_per_epoch,
         "work_units": meter.work_units,
@@ -285,10 +292,11 @@ def _metrics_row(
             fine, *test, config.eval_batch_size
         )
     for level in fas.levels:
-        row[f"level{level.index}_loss"] = level.pop_mean_loss()
+        loss = level.pop_mean_loss()
+        row[f"level{level.index}_loss"] = nan if loss is None else loss
     row["train_loss"] = row["level0_loss"]
-    for phase in PHASES:
-        row[f"time_{phase}"] = meter.seconds.get(phase, 0.0)
+    for phase, seconds in meter.breakdown().items():
+        row[f"time_{phase}"] = seconds
     return row
 
 
