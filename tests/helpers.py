@@ -29,11 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 MIRROR = Path(os.environ.get("MLW_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
 
 
-def no_network(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Stand-in for `sources.download_file`: tests never download."""
-    raise OSError(f"network disabled in tests ({url})")
-
-
 def random_pairing(n_coarse: int, n_fine: int, generator: torch.Generator) -> torch.Tensor:
     """A random assignment (n_fine,) of fine units to coarse units, 1 or 2 per coarse unit."""
     assert n_coarse <= n_fine <= 2 * n_coarse

@@ -1,6 +1,7 @@
-"""mlw_lib.data: MNIST from the offline mirror, the cache and provenance, and clear failures.
+"""mlw_lib.data: MNIST from the offline mirror, the cache and its provenance, a (simulated)
+download, and clear failures.
 
-Network access is always blocked here: `sources.download_file` is replaced in every test.
+The network is always the fake of conftest.py: only URLs a test serves can be opened.
 """
 
 from __future__ import annotations
@@ -9,30 +10,32 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from helpers import MIRROR, no_network
+from helpers import MIRROR
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import calculate_md5
 
 from mlw_lib.data import (
-    MNIST_SPEC,
     ChecksumError,
-    DataFile,
     DatasetInfo,
-    DatasetSpec,
     DataUnavailableError,
     InMemoryDataset,
-    ensure_files,
     load_mnist,
-    md5sum,
-    sources,
 )
+from mlw_lib.data.mnist import MNIST_DATA
 
-MNIST_FILES = [f.path for f in MNIST_SPEC.files]
-HAVE_MIRROR = all((MIRROR / p).is_file() for p in MNIST_FILES)
+if TYPE_CHECKING:
+    from conftest import FakeNetwork  # the `network` fixture's type
+
+RAW = MNIST_DATA.files()  # {MNIST/raw/<name>: (md5 of the idx file, md5 of its official .gz)}
+GZ_FILES = [f"{rel}.gz" for rel in RAW]
+HAVE_MIRROR = all((MIRROR / p).is_file() for p in GZ_FILES)
 needs_mirror = pytest.mark.skipif(
     not HAVE_MIRROR,
-    reason=f"MNIST mirror not found under {MIRROR} (expected {MNIST_FILES[0]} etc.); "
+    reason=f"MNIST mirror not found under {MIRROR} (expected {GZ_FILES[0]} etc.); "
     "set MLW_DATA_MIRROR to the shared datasets folder",
 )
 FIRST_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
@@ -46,7 +49,6 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> InMemoryDataset:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLW_DATA_ROOT", str(tmp_path_factory.mktemp("full") / "data"))
         mp.setenv("MLW_DATA_MIRROR", str(MIRROR))
-        mp.setattr(sources, "download_file", no_network)
         return load_mnist()
 
 
@@ -57,9 +59,9 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def _copy_mnist(dest: Path) -> Path:
+def _copy_gz(dest: Path) -> Path:
     """A writable copy of the MNIST part of the mirror under `dest`."""
-    for rel in MNIST_FILES:
+    for rel in GZ_FILES:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(MIRROR / rel, dest / rel)
     return dest
@@ -79,7 +81,7 @@ def _leftovers(folder: Path) -> list[Path]:
 
 
 @needs_mirror
-def test_full_load_from_mirror_then_cache(root: Path) -> None:
+def test_full_load_from_mirror_then_cache(root: Path, network: FakeNetwork) -> None:
     before = _snapshot(MIRROR)
     ds = load_mnist()
 
@@ -89,6 +91,7 @@ def test_full_load_from_mirror_then_cache(root: Path) -> None:
     assert ds.x_train.device.type == "cpu" and (ds.n_train, ds.n_test) == (60_000, 10_000)
     assert ds.y_train[:10].tolist() == FIRST_TRAIN_LABELS
     assert torch.bincount(ds.y_test, minlength=10).tolist()[:2] == [980, 1135]
+    assert ds.classes == tuple("0123456789")
     # (x/255 - 0.1307)/0.3081 with the training set's own mean/std: about 0 and 1.
     assert abs(ds.x_train.mean().item()) < 1e-3
     assert abs(ds.x_train.std().item() - 1.0) < 1e-3
@@ -97,16 +100,17 @@ def test_full_load_from_mirror_then_cache(root: Path) -> None:
 
     info = ds.info
     assert (info.name, info.source, info.origin) == ("MNIST", "mirror", f"mirror:{MIRROR}")
-    assert info.files == {f.path: f.md5 for f in MNIST_SPEC.files}
+    assert info.files == {rel: md5 for rel, (md5, _) in RAW.items()}
     assert not info.is_subset
     assert info.describe() == (
         f"MNIST (full: 60000 train / 10000 test) from mirror {MIRROR}, md5-verified"
     )
-    for rel, md5 in info.files.items():
-        assert md5sum(root / rel) == md5
-    record = json.loads((root / "MNIST/raw/provenance.json").read_text())["files"]
+    for rel, (md5, gz_md5) in RAW.items():  # the verified copies, and what was read
+        assert calculate_md5(root / rel) == md5 and calculate_md5(root / f"{rel}.gz") == gz_md5
+    record = json.loads((root / "provenance.json").read_text())
+    recorded = [*RAW, *GZ_FILES]  # what was read, and the copies it was extracted from
     assert {rel: e["origin"] for rel, e in record.items()} == dict.fromkeys(
-        MNIST_FILES, f"mirror:{MIRROR}"
+        recorded, f"mirror:{MIRROR}"
     )
 
     again = load_mnist()
@@ -116,7 +120,7 @@ def test_full_load_from_mirror_then_cache(root: Path) -> None:
     assert torch.equal(again.x_train, ds.x_train) and torch.equal(again.y_test, ds.y_test)
 
     assert _snapshot(MIRROR) == before  # the mirror was only read
-    assert not _leftovers(root)
+    assert not _leftovers(root) and network.opened == []
 
 
 @needs_mirror
@@ -140,6 +144,8 @@ def test_subsets_are_the_first_examples(root: Path, full: InMemoryDataset) -> No
     }
     assert all(isinstance(v, str) for v in tags.values())
     assert full.info.as_tags()["data_subset"] == "false"
+    # The notebooks' call: positional subset sizes, then the device.
+    assert torch.equal(load_mnist(1000, 250, device="cpu").x_test, ds.x_test)
 
 
 @needs_mirror
@@ -160,12 +166,12 @@ def test_unflattened_shape_and_to(root: Path) -> None:
     ("train", "test"),
     [(0, None), (-5, None), (60_001, None), (None, 0), (None, 10_001)],
 )
-def test_invalid_subset_sizes(root: Path, train: int | None, test: int | None) -> None:
-    with pytest.raises(ValueError, match="subset must satisfy 0 <"):
+def test_invalid_subset_sizes(empty_mirror: Path, train: int | None, test: int | None) -> None:
+    with pytest.raises(ValueError, match="subset must satisfy 0 <"):  # before looking for data
         load_mnist(train_subset=train, test_subset=test)
 
 
-def test_non_integer_subset(root: Path) -> None:
+def test_non_integer_subset(empty_mirror: Path) -> None:
     with pytest.raises(TypeError):
         load_mnist(train_subset=10.0)  # type: ignore[arg-type]
 
@@ -176,14 +182,13 @@ def test_non_integer_subset(root: Path) -> None:
 def test_offline_without_data_names_the_fix(
     root: Path, empty_mirror: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    empty = empty_mirror
     with pytest.raises(DataUnavailableError) as err:
         load_mnist()
     msg = str(err.value)
     assert isinstance(err.value, RuntimeError)
-    for rel in MNIST_FILES:
-        assert rel in msg
-    assert str(root) in msg and str(empty) in msg
+    for rel, (md5, gz_md5) in RAW.items():
+        assert f"{rel}  {md5}  or  {rel}.gz  {gz_md5}" in msg
+    assert str(root) in msg and str(empty_mirror) in msg
     assert "export MLW_DATA_MIRROR=" in msg and "network disabled" in msg
     assert not _leftovers(root)
 
@@ -196,104 +201,80 @@ def test_offline_without_data_names_the_fix(
 def test_corrupt_mirror_file_is_refused(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bad_mirror = _copy_mnist(tmp_path / "bad_mirror")
+    bad_mirror = _copy_gz(tmp_path / "bad_mirror")
     bad = bad_mirror / "MNIST/raw/train-labels-idx1-ubyte.gz"
     _flip_bytes(bad)
-    actual = md5sum(bad)
+    actual = calculate_md5(bad)
+    before = _snapshot(bad_mirror)
     monkeypatch.setenv("MLW_DATA_MIRROR", str(bad_mirror))
     with pytest.raises(ChecksumError) as err:
         load_mnist()
     msg = str(err.value)
     assert str(bad) in msg and "d53e105ee54ea40749a09fcbcd1e9432" in msg and actual in msg
-    assert "mirror" in msg
+    assert "mirror" in msg and "MLW_DATA_MIRROR" in msg
     assert (err.value.expected, err.value.actual) == ("d53e105ee54ea40749a09fcbcd1e9432", actual)
     assert not (root / "MNIST/raw/train-labels-idx1-ubyte.gz").exists()
-    assert not _leftovers(root)
+    assert not (root / "MNIST/raw/train-labels-idx1-ubyte").exists()
+    assert not _leftovers(root) and _snapshot(bad_mirror) == before
 
 
 @needs_mirror
-def test_corrupt_cache_file_is_refused_then_repaired(root: Path) -> None:
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_corrupt_cache_file_is_refused_then_repaired(root: Path, suffix: str) -> None:
     load_mnist(train_subset=10, test_subset=10)
-    cached = root / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
-    _flip_bytes(cached)
-    actual = md5sum(cached)
+    cached = root / f"MNIST/raw/t10k-labels-idx1-ubyte{suffix}"
+    if suffix:  # the .gz is only read when its idx file is missing
+        (root / "MNIST/raw/t10k-labels-idx1-ubyte").unlink()
+    _flip_bytes(cached, offset=10)
+    actual = calculate_md5(cached)
     with pytest.raises(ChecksumError) as err:
         load_mnist(train_subset=10, test_subset=10)
     msg = str(err.value)
-    assert str(cached) in msg and "ec29112dd5afa0611ce80d1b7f02629c" in msg and actual in msg
-    assert "delete it" in msg
+    expected = RAW["MNIST/raw/t10k-labels-idx1-ubyte"][1 if suffix else 0]
+    assert str(cached) in msg and expected in msg and actual in msg
+    assert f"rm '{cached}'" in msg
     cached.unlink()  # the fix the message names
     ds = load_mnist(train_subset=10, test_subset=10)
-    assert ds.info.source == "mirror" and ds.y_train.tolist() == FIRST_TRAIN_LABELS
+    assert ds.info.origin == f"mirror:{MIRROR}" and ds.y_train.tolist() == FIRST_TRAIN_LABELS
 
 
-# --- download (simulated: the "network" serves files from the mirror) --------------------
+# --- download (simulated: the fake network serves the mirror's files) ---------------------
 
 
 @needs_mirror
-def test_download_path_and_its_provenance(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_path_and_its_provenance(
+    root: Path, monkeypatch: pytest.MonkeyPatch, network: FakeNetwork
+) -> None:
     monkeypatch.delenv("MLW_DATA_MIRROR")
-    fetched: list[str] = []
-
-    def fake_download(url: str, dest: Path, timeout: float = 60.0) -> None:
-        fetched.append(url)
-        shutil.copyfile(MIRROR / "MNIST/raw" / url.rsplit("/", 1)[1], dest)
-
-    monkeypatch.setattr(sources, "download_file", fake_download)
+    base, fallback = MNIST.mirrors
+    for rel in GZ_FILES:  # the first mirror lacks one file: torchvision falls back
+        if "t10k-images" not in rel:
+            network.served[base + Path(rel).name] = (MIRROR / rel).read_bytes()
+        network.served[fallback + Path(rel).name] = (MIRROR / rel).read_bytes()
     ds = load_mnist(train_subset=100, test_subset=100)
-    base = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-    assert ds.info.source == "download" and ds.info.origin == f"download:{base}"
-    assert sorted(fetched) == sorted(base + Path(p).name for p in MNIST_FILES)
+    origin = f"download:{base} or {fallback}"
+    assert (ds.info.source, ds.info.origin) == ("download", origin)
+    assert ds.y_train[:10].tolist() == FIRST_TRAIN_LABELS
+    assert {base + Path(rel).name for rel in GZ_FILES} <= set(network.opened)
+    assert fallback + "t10k-images-idx3-ubyte.gz" in network.opened
 
-    monkeypatch.setattr(sources, "download_file", no_network)
+    network.served.clear()
     again = load_mnist(train_subset=100, test_subset=100)
-    assert (again.info.source, again.info.origin) == ("cache", f"download:{base}")
-    record = json.loads((root / "MNIST/raw/provenance.json").read_text())["files"]
-    assert record["MNIST/raw/t10k-labels-idx1-ubyte.gz"]["origin"] == (
-        f"download:{base}t10k-labels-idx1-ubyte.gz"
-    )
+    assert (again.info.source, again.info.origin) == ("cache", origin)
+    assert f"from cache (originally download {base} or " in again.info.describe()
+    record = json.loads((root / "provenance.json").read_text())
+    assert record["MNIST/raw/t10k-labels-idx1-ubyte"]["origin"] == origin
 
 
-def test_corrupt_download_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def garbage(url: str, dest: Path, timeout: float = 60.0) -> None:
-        dest.write_bytes(b"<html>not the file</html>")
-
-    monkeypatch.setattr(sources, "download_file", garbage)
-    spec = DatasetSpec("Tiny", (DataFile("tiny/a.bin", "0" * 32, ("https://a/a", "https://b/a")),))
-    with pytest.raises(ChecksumError, match="expected md5 0{32}, got [0-9a-f]{32}"):
-        ensure_files(spec, root=tmp_path, mirror=None)
-    assert not (tmp_path / "tiny/a.bin").exists() and not _leftovers(tmp_path)
-
-
-def test_generic_spec_with_gunzip_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = b"idx-like payload " * 100
-    (tmp_path / "src.gz").write_bytes(gzip.compress(payload))
-    (tmp_path / "src").write_bytes(payload)
-    md5 = md5sum(tmp_path / "src")
-
-    def serve(url: str, dest: Path, timeout: float = 60.0) -> None:
-        if "dead" in url:
-            raise OSError("HTTP 404")
-        shutil.copyfile(tmp_path / "src.gz", dest)
-
-    monkeypatch.setattr(sources, "download_file", serve)
-    spec = DatasetSpec(
-        "Tiny",
-        (DataFile("Tiny/raw/a", md5, ("https://dead/a.gz", "https://ok/a.gz"), gunzip=True),),
-    )
-    assert spec.provenance_dir == "Tiny/raw"
-    out = ensure_files(spec, root=tmp_path / "data", mirror=None)
-    assert (out.source, out.origin) == ("download", "download:https://ok/a.gz")
-    assert out.paths["Tiny/raw/a"].read_bytes() == payload
-    assert ensure_files(spec, root=tmp_path / "data", mirror=None).source == "cache"
-
-
-def test_spec_matches_torchvision() -> None:
-    from torchvision.datasets import MNIST
-
-    ours = {Path(f.path).name: (f.md5, f.urls) for f in MNIST_SPEC.files}
-    theirs = {name: (md5, tuple(m + name for m in MNIST.mirrors)) for name, md5 in MNIST.resources}
-    assert ours == theirs
+def test_corrupt_download_is_refused_and_deleted(
+    root: Path, empty_mirror: Path, network: FakeNetwork
+) -> None:
+    for base in MNIST.mirrors:
+        for name, _ in MNIST.resources:
+            network.served[base + name] = gzip.compress(b"<html>not the file</html>")
+    with pytest.raises(ChecksumError, match="expected md5 [0-9a-f]{32}, got [0-9a-f]{32}"):
+        load_mnist()
+    assert not list((root / "MNIST/raw").glob("*.gz")) and not _leftovers(root)
 
 
 def test_info_rejects_unknown_source() -> None:

@@ -1,57 +1,55 @@
 """Image datasets for the CNN notebooks: Fashion-MNIST, CIFAR-10 (full or mirror subset), the
 `load_dataset` dispatcher, and batch augmentation.
 
-Network access is always blocked here: `sources.download_file` is replaced in every test.
-Real data come from the offline mirror; the official CIFAR-10 tarball is not available
-offline, so its reader is tested on a small archive in the official format.
+The network is always the fake of conftest.py: only URLs a test serves can be opened. Real
+data come from the offline mirror; the official CIFAR-10 tarball is not available offline, so
+the full variant is tested on a small archive in the official format.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
-import json
 import pickle
 import shutil
 import tarfile
-import warnings
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import MIRROR, no_network
+from helpers import MIRROR
+from torchvision.datasets import CIFAR10, FashionMNIST
+from torchvision.datasets.utils import calculate_md5
 
 from mlw_lib.data import (
-    CIFAR10_FULL_SPEC,
     CIFAR10_MEAN,
     CIFAR10_STD,
-    CIFAR10_SUBSET_SPEC,
-    FASHION_MNIST_GZ_SPEC,
-    FASHION_MNIST_RAW_SPEC,
+    LOADERS,
     Augment,
     ChecksumError,
-    DataFile,
-    DatasetSpec,
     DataUnavailableError,
     InMemoryDataset,
     load_cifar10,
     load_dataset,
     load_fashion_mnist,
     load_mnist,
-    md5sum,
     random_crop_flip,
-    sources,
 )
 from mlw_lib.data import cifar10 as cifar10_module
-from mlw_lib.data import fashion_mnist as fashion_module
+from mlw_lib.data import mnist as mnist_module
 
-FASHION_FILES = [f.path for f in FASHION_MNIST_RAW_SPEC.files]
-SUBSET_FILES = [f.path for f in CIFAR10_SUBSET_SPEC.files]
-TARBALL = CIFAR10_FULL_SPEC.files[0].path
+if TYPE_CHECKING:
+    from conftest import FakeNetwork  # the `network` fixture's type
+
+FASHION = mnist_module.FASHION_MNIST_DATA.files()  # {path: (md5, md5 of the official .gz)}
+FASHION_FILES = list(FASHION)
+SUBSET_FILES = ["cifar10-subset/cifar10_official_prefix_subset.npz", "cifar10-subset/batches.meta"]
+TARBALL = CIFAR10.filename
 needs_fashion = pytest.mark.skipif(
     not all((MIRROR / p).is_file() for p in FASHION_FILES),
     reason=f"Fashion-MNIST not found in the mirror {MIRROR}; set MLW_DATA_MIRROR",
@@ -72,7 +70,6 @@ def cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> InMemoryDataset:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLW_DATA_ROOT", str(tmp_path_factory.mktemp("cifar") / "data"))
         mp.setenv("MLW_DATA_MIRROR", str(MIRROR))
-        mp.setattr(sources, "download_file", no_network)
         return load_cifar10()
 
 
@@ -89,22 +86,36 @@ def _mirror_with(dest: Path, files: list[str], corrupt: str | None = None) -> Pa
     return dest
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in folder.rglob("*")
+    }
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
 def _idx_bytes(array: np.ndarray) -> bytes:
     """A uint8 idx file holding `array`."""
     header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     return header + array.astype(np.uint8).tobytes()
 
 
-def _official_cifar_tarball(dest: Path, per_batch: int, seed: int) -> dict[str, np.ndarray]:
-    """A small `cifar-10-python.tar.gz` in the official format: pickled batches, bytes keys."""
+def _tiny_cifar(
+    dest: Path, per_batch: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, np.ndarray]:
+    """A small `cifar-10-python.tar.gz` in the official format (pickled batches)
+    at `dest`, declared as the official data: torchvision's md5s and our sizes are patched."""
     rng = np.random.default_rng(seed)
-    batches = {}
+    batches, md5s = {}, {}
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
         batches[name] = {
-            b"batch_label": name.encode(),
-            b"labels": rng.integers(0, 10, per_batch).tolist(),
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+            "batch_label": name,
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
         }
     members = {name: pickle.dumps(batch, protocol=2) for name, batch in batches.items()}
     members["batches.meta"] = (MIRROR / "cifar10-subset/batches.meta").read_bytes()
@@ -115,23 +126,20 @@ def _official_cifar_tarball(dest: Path, per_batch: int, seed: int) -> dict[str, 
             member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
+            md5s[name] = _md5(data)
+    monkeypatch.setattr(CIFAR10, "tgz_md5", calculate_md5(dest))
+    monkeypatch.setattr(
+        CIFAR10, "train_list", [[f"data_batch_{i}", md5s[f"data_batch_{i}"]] for i in range(1, 6)]
+    )
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5s["test_batch"]]])
+    monkeypatch.setitem(cifar10_module.SIZES, cifar10_module.FULL, (5 * per_batch, per_batch))
     train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
     return {
-        "x_train": np.concatenate([b[b"data"] for b in train]),
-        "y_train": np.concatenate([b[b"labels"] for b in train]),
-        "x_test": batches["test_batch"][b"data"],
-        "y_test": np.asarray(batches["test_batch"][b"labels"]),
+        "x_train": np.concatenate([b["data"] for b in train]),
+        "y_train": np.concatenate([b["labels"] for b in train]),
+        "x_test": batches["test_batch"]["data"],
+        "y_test": np.asarray(batches["test_batch"]["labels"]),
     }
-
-
-def _use_full_tarball(monkeypatch: pytest.MonkeyPatch, tarball: Path) -> None:
-    """Declare the md5 of a test tarball for the official file (same path and URL)."""
-    official = CIFAR10_FULL_SPEC.files[0]
-    spec = DatasetSpec(
-        CIFAR10_FULL_SPEC.name, (dataclasses.replace(official, md5=md5sum(tarball)),)
-    )
-    full = dataclasses.replace(cifar10_module.CIFAR10_FULL, spec=spec)
-    monkeypatch.setattr(cifar10_module, "CIFAR10_FULL", full)
 
 
 def _cifar_normalized(x: np.ndarray) -> torch.Tensor:
@@ -145,6 +153,7 @@ def _cifar_normalized(x: np.ndarray) -> torch.Tensor:
 
 @needs_fashion
 def test_fashion_mnist_from_mirror_then_cache(root: Path) -> None:
+    before = _snapshot(MIRROR)
     ds = load_fashion_mnist(train_subset=10_000, test_subset=500)
     assert ds.x_train.shape == (10_000, 1, 28, 28) and ds.x_test.shape == (500, 1, 28, 28)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
@@ -156,22 +165,27 @@ def test_fashion_mnist_from_mirror_then_cache(root: Path) -> None:
 
     info = ds.info
     assert (info.name, info.source, info.origin) == ("Fashion-MNIST", "mirror", f"mirror:{MIRROR}")
-    assert info.files == {f.path: f.md5 for f in FASHION_MNIST_RAW_SPEC.files}
+    assert info.files == {rel: md5 for rel, (md5, _) in FASHION.items()}
     assert info.describe() == (
         "Fashion-MNIST (subset: first 10000/60000 train / 500/10000 test)"
         f" from mirror {MIRROR}, md5-verified"
     )
     assert info.as_tags()["data_subset"] == "true" and "data_variant" not in info.as_tags()
+    for rel, (md5, _) in FASHION.items():
+        assert calculate_md5(root / rel) == md5
 
     flat = load_fashion_mnist(train_subset=100, test_subset=10, flatten=True)
     assert flat.info.source == "cache"
     assert torch.equal(flat.x_train, ds.x_train[:100].reshape(100, 784))
     assert torch.equal(flat.y_test, ds.y_test[:10])
+    assert _snapshot(MIRROR) == before
 
 
 def test_fashion_mnist_gz_files_when_uncompressed_are_absent(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A mirror with torchvision's .gz files (as for MNIST): each is md5-checked, copied and
+    extracted, and the extracted file checked against its own md5 (tiny generated files)."""
     rng = np.random.default_rng(3)
     arrays = {
         "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
@@ -181,39 +195,32 @@ def test_fashion_mnist_gz_files_when_uncompressed_are_absent(
     }
     mirror = tmp_path / "gz_mirror"
     (mirror / "FashionMNIST/raw").mkdir(parents=True)
-    files = []
+    resources = []
     for name, array in arrays.items():
-        path = mirror / f"FashionMNIST/raw/{name}.gz"
-        path.write_bytes(gzip.compress(_idx_bytes(array)))
-        files.append(DataFile(f"FashionMNIST/raw/{name}.gz", md5sum(path)))
-    tiny = dataclasses.replace(
-        fashion_module.FASHION_MNIST,
-        specs=(FASHION_MNIST_RAW_SPEC, DatasetSpec("tiny .gz", tuple(files))),
-        train_size=20,
-        test_size=10,
-    )
-    monkeypatch.setattr(fashion_module, "FASHION_MNIST", tiny)
+        raw = _idx_bytes(array)
+        (mirror / f"FashionMNIST/raw/{name}.gz").write_bytes(gzip.compress(raw))
+        resources.append((f"{name}.gz", calculate_md5(mirror / f"FashionMNIST/raw/{name}.gz")))
+        monkeypatch.setitem(mnist_module.RAW_MD5, f"FashionMNIST/raw/{name}", _md5(raw))
+    monkeypatch.setattr(FashionMNIST, "resources", resources)
+    tiny = dataclasses.replace(mnist_module.FASHION_MNIST_DATA, sizes=(20, 10))
+    monkeypatch.setattr(mnist_module, "FASHION_MNIST_DATA", tiny)
     monkeypatch.setenv("MLW_DATA_MIRROR", str(mirror))
 
     ds = load_fashion_mnist()
-    assert ds.info.source == "mirror" and all(p.endswith(".gz") for p in ds.info.files)
+    assert ds.info.source == "mirror" and ds.info.origin == f"mirror:{mirror}"
+    assert set(ds.info.files) == {f"FashionMNIST/raw/{name}" for name in arrays}
     expected = torch.from_numpy(arrays["train-images-idx3-ubyte"]).float() / 255
     assert torch.allclose(ds.x_train[:, 0], (expected - 0.2860) / 0.3530, atol=1e-6)
     assert ds.y_test.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+    mirrored = sorted(p.name for p in (mirror / "FashionMNIST/raw").iterdir())
+    assert mirrored == sorted(f"{name}.gz" for name in arrays)  # nothing extracted into it
 
-
-def test_fashion_mnist_gz_spec_matches_torchvision() -> None:
-    from torchvision.datasets import FashionMNIST
-
-    ours = {Path(f.path).name: (f.md5, f.urls) for f in FASHION_MNIST_GZ_SPEC.files}
-    theirs = {
-        name: (md5, tuple(m + name for m in FashionMNIST.mirrors))
-        for name, md5 in FashionMNIST.resources
-    }
-    assert ours == theirs
-    assert [Path(f.path).name for f in FASHION_MNIST_RAW_SPEC.files] == [
-        name.removesuffix(".gz") for name in theirs
-    ]
+    # An extracted file that does not have its declared md5 is refused.
+    monkeypatch.setitem(mnist_module.RAW_MD5, "FashionMNIST/raw/train-images-idx3-ubyte", "0" * 32)
+    shutil.rmtree(root)
+    with pytest.raises(ChecksumError, match="expected md5 0{32}") as err:
+        load_fashion_mnist()
+    assert err.value.path == root / "FashionMNIST/raw/train-images-idx3-ubyte"
 
 
 @needs_fashion
@@ -223,11 +230,11 @@ def test_fashion_mnist_corrupt_mirror_file_is_refused(
     bad_rel = "FashionMNIST/raw/train-labels-idx1-ubyte"
     mirror = _mirror_with(tmp_path / "bad", FASHION_FILES, corrupt=bad_rel)
     monkeypatch.setenv("MLW_DATA_MIRROR", str(mirror))
-    with pytest.raises(ChecksumError) as err:  # never a silent fall-back to the .gz files
+    with pytest.raises(ChecksumError) as err:  # never a silent fall-back to a download
         load_fashion_mnist(train_subset=10, test_subset=10)
     msg = str(err.value)
     assert str(mirror / bad_rel) in msg and "9018921c3c673c538a1fc5bad174d6f9" in msg
-    assert err.value.actual == md5sum(mirror / bad_rel) and err.value.actual in msg
+    assert err.value.actual == calculate_md5(mirror / bad_rel) and err.value.actual in msg
     assert not (root / bad_rel).exists()
 
 
@@ -239,6 +246,7 @@ def test_cifar_subset_is_detected_and_labelled(cifar_subset: InMemoryDataset) ->
     ds = cifar_subset
     assert ds.x_train.shape == (5170, 3, 32, 32) and ds.x_test.shape == (1017, 3, 32, 32)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
+    assert ds.x_train.is_contiguous()
     assert ds.y_test.shape == (1017,) and 0 <= ds.y_train.min() and ds.y_train.max() <= 9
     # Per-channel normalization with the official training set's statistics: ~0 mean, ~1 std.
     assert ds.x_train.mean(dim=(0, 2, 3)).abs().max().item() < 0.03
@@ -261,7 +269,9 @@ def test_cifar_subset_is_detected_and_labelled(cifar_subset: InMemoryDataset) ->
 
 
 @needs_cifar_subset
-def test_cifar_subset_sizes(root: Path, cifar_subset: InMemoryDataset) -> None:
+def test_cifar_subset_sizes(
+    root: Path, cifar_subset: InMemoryDataset, network: FakeNetwork
+) -> None:
     ds = load_cifar10(train_subset=300, test_subset=50, variant="subset")
     assert torch.equal(ds.x_train, cifar_subset.x_train[:300])
     assert torch.equal(ds.y_test, cifar_subset.y_test[:50])
@@ -272,136 +282,121 @@ def test_cifar_subset_sizes(root: Path, cifar_subset: InMemoryDataset) -> None:
         load_cifar10(train_subset=50_001)
     with pytest.raises(ValueError, match="variant must be one of"):
         load_cifar10(variant="tiny")  # type: ignore[arg-type]
-    with pytest.raises(DataUnavailableError, match="cifar-10-python.tar.gz"):
+    assert network.opened == []  # the subset never needs the network
+    with pytest.raises(DataUnavailableError, match=f"{TARBALL}  {CIFAR10.tgz_md5}"):
         load_cifar10(train_subset=10, variant="full")
+    assert network.opened[-1] == CIFAR10.url  # "full" tries the download
+    assert sorted(p.name for p in root.iterdir()) == ["cifar10-subset", "provenance.json"]
 
 
 @needs_cifar_subset
-def test_cifar_prefers_full_official_data(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cifar_auto_takes_local_full_data_and_never_downloads_when_the_subset_is_there(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: FakeNetwork
 ) -> None:
-    tarball = tmp_path / "served" / TARBALL
-    expected = _official_cifar_tarball(tarball, per_batch=6, seed=0)
-    _use_full_tarball(monkeypatch, tarball)
-    fetched: list[str] = []
+    served = tmp_path / "served" / TARBALL
+    expected = _tiny_cifar(served, per_batch=6, seed=0, monkeypatch=monkeypatch)
+    network.served[CIFAR10.url] = served.read_bytes()
 
-    def serve(url: str, dest: Path, timeout: float = 60.0) -> None:
-        fetched.append(url)
-        shutil.copyfile(tarball, dest)
-
-    # The mirror holds only the subset, but the full data can be downloaded: full wins.
-    monkeypatch.setattr(sources, "download_file", serve)
-    ds = load_cifar10(train_subset=30, test_subset=6)
-    assert fetched == list(CIFAR10_FULL_SPEC.files[0].urls)
+    # The mirror has only the subset: "auto" uses it and never opens a URL.
+    assert load_cifar10(train_subset=30, test_subset=6).info.variant == SUBSET_VARIANT
+    assert network.opened == []
+    # "full" downloads it (torchvision checks the tarball's md5 and extracts it) ...
+    ds = load_cifar10(train_subset=30, test_subset=6, variant="full")
+    assert network.opened and set(network.opened) == {CIFAR10.url}
     assert (ds.info.variant, ds.info.source) == ("full official", "download")
-    assert not ds.info.partial and ds.info.is_subset
-    assert ds.info.describe().startswith(
-        "CIFAR-10 full official (subset: first 30/50000 train / 6/10000 test) from download"
+    assert not ds.info.partial and not ds.info.is_subset  # the whole (tiny) official set
+    assert ds.info.describe() == (
+        "CIFAR-10 full official (full: 30 train / 6 test)"
+        f" from download {CIFAR10.url}, md5-verified"
     )
     assert torch.allclose(ds.x_train, _cifar_normalized(expected["x_train"]), atol=1e-6)
     assert ds.y_train.tolist() == expected["y_train"].tolist()  # batches 1..5 in order
     assert torch.allclose(ds.x_test, _cifar_normalized(expected["x_test"]), atol=1e-6)
+    assert ds.y_test.tolist() == expected["y_test"].tolist()
     assert ds.classes[:2] == ("airplane", "automobile")
+    assert set(ds.info.files) == {
+        f"cifar-10-batches-py/{n}"
+        for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    }
 
-    monkeypatch.setattr(sources, "download_file", no_network)
-    again = load_cifar10(train_subset=30, test_subset=6)
+    # ... and once it is in the data root, "auto" prefers it, from the cache.
+    network.served.clear()
+    again = load_cifar10(train_subset=12, test_subset=6)
     assert (again.info.variant, again.info.source) == ("full official", "cache")
-    assert torch.equal(again.x_train, ds.x_train)
-    subset = load_cifar10(train_subset=30, test_subset=6, variant="subset")
-    assert subset.info.variant == SUBSET_VARIANT
+    assert again.info.origin == f"download:{CIFAR10.url}"
+    assert torch.equal(again.x_train, ds.x_train[:12])
 
-
-@needs_cifar_subset
-def test_cifar_failed_full_download_is_not_retried_for_a_day(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[str] = []
-
-    def unreachable(url: str, dest: Path, timeout: float = 60.0) -> None:
-        calls.append(url)
-        raise OSError("no route to host")
-
-    monkeypatch.setattr(sources, "download_file", unreachable)
-    urls = list(CIFAR10_FULL_SPEC.files[0].urls)
-    assert load_cifar10(train_subset=10, test_subset=10).info.variant == SUBSET_VARIANT
-    assert calls == urls
-    failures = root / sources.DOWNLOAD_FAILURES_FILE
-    record = json.loads(failures.read_text())
-    assert list(record) == [CIFAR10_FULL_SPEC.name]
-
-    # Within a day "auto" falls back at once, and says how to retry.
-    with pytest.warns(UserWarning, match=r"not downloaded again .*download-failures\.json"):
-        again = load_cifar10(train_subset=10, test_subset=10)
-    assert again.info.variant == SUBSET_VARIANT and calls == urls
-    # Asking for the full data explicitly always tries the download.
-    with pytest.raises(DataUnavailableError, match="no route to host"):
-        load_cifar10(train_subset=10, variant="full")
-    assert calls == urls * 2
-    # A day later "auto" tries again.
-    old = datetime.now(UTC) - sources.RETRY_DOWNLOAD_AFTER - timedelta(minutes=1)
-    failures.write_text(json.dumps({CIFAR10_FULL_SPEC.name: old.isoformat()}))
-    load_cifar10(train_subset=10, test_subset=10)
-    assert calls == urls * 3
-
-    # The record never hides full data that is already in the data root.
-    tarball = root / TARBALL
-    _official_cifar_tarball(tarball, per_batch=2, seed=2)
-    _use_full_tarball(monkeypatch, tarball)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert load_cifar10(train_subset=4, test_subset=2).info.variant == "full official"
+    # A tarball in the mirror is copied and extracted without the network.
+    mirror = _mirror_with(tmp_path / "mirror", SUBSET_FILES)
+    shutil.copyfile(served, mirror / TARBALL)
+    monkeypatch.setenv("MLW_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("MLW_DATA_ROOT", str(tmp_path / "root2"))
+    network.opened.clear()
+    local = load_cifar10(train_subset=30, test_subset=6)
+    assert (local.info.variant, local.info.source, local.info.origin) == (
+        "full official",
+        "mirror",
+        f"mirror:{mirror}",
+    )
+    assert torch.equal(local.x_train, ds.x_train) and network.opened == []
 
 
 @needs_cifar_subset
 @pytest.mark.parametrize("corrupt", [TARBALL, SUBSET_FILES[0]])
-def test_cifar_corrupt_file_is_refused(
+def test_cifar_corrupt_mirror_file_is_refused(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: str
 ) -> None:
     mirror = _mirror_with(tmp_path / "bad", SUBSET_FILES, corrupt=corrupt)
     if corrupt == TARBALL:  # a bad official file must not fall back to the subset silently
-        _official_cifar_tarball(mirror / TARBALL, per_batch=2, seed=1)
-        expected = CIFAR10_FULL_SPEC.files[0].md5
-    else:
-        expected = CIFAR10_SUBSET_SPEC.files[0].md5
+        _tiny_cifar(mirror / TARBALL, per_batch=2, seed=1, monkeypatch=monkeypatch)
+        monkeypatch.setattr(CIFAR10, "tgz_md5", "c58f30108f718f92721af3b95e74349a")
+    expected = {TARBALL: CIFAR10.tgz_md5, SUBSET_FILES[0]: "9c3fdbcda5c0a8a9edc3953050a0efcd"}
     monkeypatch.setenv("MLW_DATA_MIRROR", str(mirror))
     with pytest.raises(ChecksumError) as err:
-        load_cifar10(train_subset=10, test_subset=10)
-    assert str(mirror / corrupt) in str(err.value) and expected in str(err.value)
-    assert err.value.actual == md5sum(mirror / corrupt)
+        load_cifar10(train_subset=10, test_subset=2)
+    assert str(mirror / corrupt) in str(err.value) and expected[corrupt] in str(err.value)
+    assert err.value.actual == calculate_md5(mirror / corrupt)
     assert not (root / corrupt).exists()
 
 
-@pytest.mark.parametrize(
-    "load, specs",
-    [
-        (load_fashion_mnist, (FASHION_MNIST_RAW_SPEC, FASHION_MNIST_GZ_SPEC)),
-        (load_cifar10, (CIFAR10_FULL_SPEC, CIFAR10_SUBSET_SPEC)),
-    ],
-)
-def test_missing_data_names_every_file_set_and_the_fix(
-    load, specs, root: Path, empty_mirror: Path
+def test_cifar_corrupt_batch_and_corrupt_download_are_refused(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: FakeNetwork
 ) -> None:
+    served = tmp_path / "served" / TARBALL
+    _tiny_cifar(served, per_batch=2, seed=4, monkeypatch=monkeypatch)
+    network.served[CIFAR10.url] = served.read_bytes()
+    load_cifar10(variant="full")
+    batch = root / "cifar-10-batches-py/data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"x")
+    with pytest.raises(ChecksumError, match=f"rm '{batch}'"):
+        load_cifar10(variant="full")
+
+    shutil.rmtree(root)
+    network.served[CIFAR10.url] = b"<html>not the file</html>"
+    with pytest.raises(ChecksumError, match=f"expected md5 {CIFAR10.tgz_md5}, got ") as err:
+        load_cifar10(variant="full")
+    assert "deleted" in str(err.value) and not (root / TARBALL).exists()
+
+
+@pytest.mark.parametrize("load", [load_fashion_mnist, load_cifar10])
+def test_missing_data_names_every_file_and_the_fix(load, root: Path, empty_mirror: Path) -> None:
     with pytest.raises(DataUnavailableError) as err:
         load()
     msg = str(err.value)
-    for f in (file for spec in specs for file in spec.files):
-        assert f"{f.path}  {f.md5}" in msg
+    if load is load_cifar10:
+        wanted = {TARBALL: CIFAR10.tgz_md5} | {
+            SUBSET_FILES[0]: "9c3fdbcda5c0a8a9edc3953050a0efcd",
+            SUBSET_FILES[1]: CIFAR10.meta["md5"],
+        }
+        assert "none of these file sets is available" in msg
+        assert "full official:" in msg and "subset 5,170/1,017 from the offline mirror:" in msg
+    else:
+        wanted = {rel: md5 for rel, (md5, _) in FASHION.items()}
+        wanted |= {f"{rel}.gz": gz_md5 for rel, (_, gz_md5) in FASHION.items()}
+    for rel, md5 in wanted.items():
+        assert f"{rel}  {md5}" in msg
     assert str(root) in msg and f"MLW_DATA_MIRROR={empty_mirror}" in msg
     assert "export MLW_DATA_MIRROR=" in msg and "network disabled" in msg
-    assert "None of the 2 alternative file sets is available" in msg
-
-
-def test_cifar_full_spec_matches_torchvision() -> None:
-    from torchvision.datasets import CIFAR10
-
-    (official,) = CIFAR10_FULL_SPEC.files
-    assert (official.path, official.md5, official.urls) == (
-        CIFAR10.filename,
-        CIFAR10.tgz_md5,
-        (CIFAR10.url,),
-    )
-    meta = next(f for f in CIFAR10_SUBSET_SPEC.files if f.path.endswith("batches.meta"))
-    assert meta.md5 == CIFAR10.meta["md5"]
 
 
 # --- dispatcher ---------------------------------------------------------------------------
@@ -413,6 +408,16 @@ def test_load_dataset_dispatches_by_name(root: Path) -> None:
     assert ds.info.name == "Fashion-MNIST" and ds.x_train.shape == (8, 1, 28, 28)
     mnist = load_dataset("mnist", train_subset=8, test_subset=4)
     assert torch.equal(mnist.x_train, load_mnist(train_subset=8, test_subset=4).x_train)
+
+
+@needs_cifar_subset
+def test_every_dataset_loads_with_defaults_from_the_mirror(
+    root: Path, network: FakeNetwork
+) -> None:
+    """What `make data` does: with only the mirror, no dataset needs the network."""
+    for name in LOADERS:
+        assert load_dataset(name).info.source == "mirror"
+    assert network.opened == []
 
 
 def test_load_dataset_unknown_name_lists_the_valid_ones() -> None:

@@ -1,61 +1,44 @@
-"""Datasets as in-memory tensors, from md5-verified files (cache, mirror or download)."""
+"""Datasets as in-memory tensors, loaded through torchvision from md5-verified files in the
+data root (copied from `$MLW_DATA_MIRROR` or downloaded). `load_dataset(name, **kwargs)`
+dispatches by name; every dataset's `info.describe()` says which data were loaded."""
+
+from collections.abc import Callable
 
 from mlw_lib.data.augment import Augment, random_crop_flip
-from mlw_lib.data.cifar10 import (
-    CIFAR10_FULL_SPEC,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR10_SUBSET_SPEC,
-    load_cifar10,
-)
+from mlw_lib.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset
-from mlw_lib.data.fashion_mnist import (
-    FASHION_MNIST_GZ_SPEC,
-    FASHION_MNIST_RAW_SPEC,
-    load_fashion_mnist,
-)
-from mlw_lib.data.idx import read_idx
-from mlw_lib.data.mnist import MNIST_SPEC, load_mnist
-from mlw_lib.data.registry import LOADERS, load_dataset
-from mlw_lib.data.sources import (
-    MIRROR_ENV,
-    ChecksumError,
-    DataFile,
-    DatasetSpec,
-    DataUnavailableError,
-    FetchResult,
-    ensure_files,
-    ensure_first,
-    md5sum,
-    mirror_dir,
-)
+from mlw_lib.data.files import MIRROR_ENV, ChecksumError, DataUnavailableError, mirror_dir
+from mlw_lib.data.mnist import load_fashion_mnist, load_mnist
+
+LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
+
+
+def load_dataset(name: str, **kwargs: object) -> InMemoryDataset:
+    """The loader registered under `name` called with `kwargs` (see `LOADERS` for the names)."""
+    if not isinstance(name, str) or name not in LOADERS:
+        valid = ", ".join(sorted(LOADERS))
+        raise ValueError(f"unknown dataset {name!r}; valid names: {valid}")
+    return LOADERS[name](**kwargs)
+
 
 __all__ = [
-    "CIFAR10_FULL_SPEC",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
-    "CIFAR10_SUBSET_SPEC",
-    "FASHION_MNIST_GZ_SPEC",
-    "FASHION_MNIST_RAW_SPEC",
     "LOADERS",
     "MIRROR_ENV",
-    "MNIST_SPEC",
     "Augment",
     "ChecksumError",
-    "DataFile",
     "DataUnavailableError",
     "DatasetInfo",
-    "DatasetSpec",
-    "FetchResult",
     "InMemoryDataset",
-    "ensure_files",
-    "ensure_first",
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
     "load_mnist",
-    "md5sum",
     "mirror_dir",
     "random_crop_flip",
-    "read_idx",
 ]

@@ -1,212 +1,125 @@
-"""CIFAR-10 as per-channel normalized in-memory tensors, from md5-verified files.
+"""CIFAR-10 as per-channel normalized in-memory tensors, in one of two variants.
 
-Two file sets, tried in this order (`variant="auto"`):
+- "full official" (50,000/10,000): `torchvision.datasets.CIFAR10` reads `cifar-10-batches-py/`
+  in the data root (md5-checked), extracted from `cifar-10-python.tar.gz` found in the data
+  root or the mirror, or downloaded by torchvision.
+- "subset" (5,170/1,017): the mirror's `cifar10-subset/` (an npz cut from the official batches,
+  and the official `batches.meta`; see shared/datasets/README.md), md5-checked, read with numpy.
 
-1. "full official": `cifar-10-python.tar.gz` (50,000 train / 10,000 test; as torchvision lists
-   it) from the data root, `$MLW_DATA_MIRROR`, or the official URL;
-2. "subset": `cifar10-subset/cifar10_official_prefix_subset.npz` + `batches.meta` from the
-   shared offline mirror: 5,170 train / 1,017 test images cut from truncated copies of the
-   official batches (the first 1,102 images of data_batch_1 and the first 1,017 of the other
-   batches and of test_batch, in that order; see shared/datasets/README.md).
-
-`info.variant` and `info.describe()` say which one was loaded.
+`variant="auto"` takes the full data if the data root or the mirror has it, else the subset if
+they have that, else downloads the full data (so it never downloads when the mirror has the
+subset). `info.variant` and `info.describe()` say which was loaded.
 """
 
 from __future__ import annotations
 
 import pickle
-import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10
 
-from mlw_lib.data.dataset import (
-    DatasetInfo,
-    InMemoryDataset,
-    image_tensor,
-    label_tensor,
-    subset_size,
-)
-from mlw_lib.data.sources import DataFile, DatasetSpec, FetchResult, ensure_first
+from mlw_lib.data.dataset import InMemoryDataset, image_tensor, subset_sizes
+from mlw_lib.data.files import DataUnavailableError, Files
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B) of the 50,000 training images
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGE_SHAPE = (3, 32, 32)
-
-CIFAR10_FULL_SPEC = DatasetSpec(
-    name="CIFAR-10 (official cifar-10-python.tar.gz)",
-    files=(
-        DataFile(
-            "cifar-10-python.tar.gz",
-            "c58f30108f718f92721af3b95e74349a",
-            ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
-        ),
-    ),
-)
-CIFAR10_SUBSET_SPEC = DatasetSpec(
-    name="CIFAR-10 (offline-mirror subset)",
-    files=(
-        DataFile(
-            "cifar10-subset/cifar10_official_prefix_subset.npz", "9c3fdbcda5c0a8a9edc3953050a0efcd"
-        ),
-        DataFile("cifar10-subset/batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
-    ),
-)
-
-_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_TEST_BATCH = "test_batch"
-_META = "batches.meta"
-
-Variant = Literal["auto", "full", "subset"]
+FULL, SUBSET = "full official", "subset 5,170/1,017 from the offline mirror"
+SIZES = {FULL: (50_000, 10_000), SUBSET: (5_170, 1_017)}
+SUBSET_FILES = {  # {path relative to the data root and the mirror: md5}
+    "cifar10-subset/cifar10_official_prefix_subset.npz": "9c3fdbcda5c0a8a9edc3953050a0efcd",
+    "cifar10-subset/batches.meta": CIFAR10.meta["md5"],
+}
+VARIANTS = {"auto": (FULL, SUBSET), "full": (FULL,), "subset": (SUBSET,)}  # tried in order
 
 
-@dataclass(frozen=True)
-class _Arrays:
-    """uint8 images (N, 3072) in CIFAR's row layout (1024 R, 1024 G, 1024 B), labels (N,)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    classes: tuple[str, ...]
-
-
-def _label_names(meta: dict[bytes, Any]) -> tuple[str, ...]:
-    return tuple(name.decode() for name in meta[b"label_names"])
+def _batches() -> dict[str, str]:
+    """{path relative to the data root: md5} of the files torchvision's CIFAR10 reads."""
+    names = [
+        *CIFAR10.train_list,
+        *CIFAR10.test_list,
+        [CIFAR10.meta["filename"], CIFAR10.meta["md5"]],
+    ]
+    return {f"{CIFAR10.base_folder}/{name}": md5 for name, md5 in names}
 
 
-def _read_official(fetched: FetchResult) -> _Arrays:
-    """All batches of the md5-verified official tarball (unpickled only after the md5 check)."""
-    (path,) = fetched.paths.values()
-    batches: dict[str, dict[bytes, Any]] = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar:
-            name = PurePosixPath(member.name).name
-            if member.isfile() and name in (*_TRAIN_BATCHES, _TEST_BATCH, _META):
-                with tar.extractfile(member) as f:  # type: ignore[union-attr]
-                    batches[name] = pickle.load(f, encoding="bytes")
-    missing = [n for n in (*_TRAIN_BATCHES, _TEST_BATCH, _META) if n not in batches]
-    if missing:
-        raise ValueError(f"{path}: members {missing} not found in the archive")
-    train = [batches[n] for n in _TRAIN_BATCHES]
-    return _Arrays(
-        x_train=np.concatenate([b[b"data"] for b in train]),
-        y_train=np.concatenate([np.asarray(b[b"labels"]) for b in train]),
-        x_test=np.asarray(batches[_TEST_BATCH][b"data"]),
-        y_test=np.asarray(batches[_TEST_BATCH][b"labels"]),
-        classes=_label_names(batches[_META]),
+def _fetch_full(files: Files, download: bool, what: str = "") -> bool:
+    """The full batches verified in the data root, extracted from the tarball in the data root
+    or the mirror, else downloaded if `download` (`what` names the files for an error)."""
+    batches, tarball = _batches(), {CIFAR10.filename: CIFAR10.tgz_md5}
+    what = what or f"CIFAR-10 {FULL}: {CIFAR10.filename}  {CIFAR10.tgz_md5}"
+    if files.find_all(batches):
+        return True
+    found = files.find(CIFAR10.filename, CIFAR10.tgz_md5)
+    if found is None and not download:
+        return False
+    found = found or ("download", f"download:{CIFAR10.url}")
+    files.download(lambda: CIFAR10(str(files.root), download=True), tarball, what, found[1])
+    for rel, md5 in batches.items():
+        files.check(rel, md5)
+        files.add(rel, md5, found)
+    return True
+
+
+def _fetch(files: Files, variant: str) -> str:
+    """The variant made available in the data root (see the module docstring)."""
+    if variant != "subset" and _fetch_full(files, download=False):
+        return FULL
+    if variant != "full" and files.find_all(SUBSET_FILES):
+        return SUBSET
+    wanted = {FULL: {CIFAR10.filename: CIFAR10.tgz_md5}, SUBSET: SUBSET_FILES}
+    what = "CIFAR-10: none of these file sets is available:" + "".join(
+        f"\n  {name}:" + "".join(f"\n    {rel}  {md5}" for rel, md5 in wanted[name].items())
+        for name in VARIANTS[variant]
     )
+    if variant == "subset":
+        raise DataUnavailableError(files.unavailable(what, "none (only a mirror has the subset)"))
+    _fetch_full(files, download=True, what=what)
+    return FULL
 
 
-def _read_subset(fetched: FetchResult) -> _Arrays:
-    """The mirror's npz subset and the official `batches.meta` (both md5-verified)."""
-    paths = {Path(rel).name: p for rel, p in fetched.paths.items()}
-    with open(paths[_META], "rb") as f:
-        classes = _label_names(pickle.load(f, encoding="bytes"))
-    with np.load(paths["cifar10_official_prefix_subset.npz"]) as npz:
-        return _Arrays(
-            x_train=npz["x_train"],
-            y_train=npz["y_train"],
-            x_test=npz["x_test"],
-            y_test=npz["y_test"],
-            classes=classes,
-        )
-
-
-@dataclass(frozen=True)
-class Cifar10FileSet:
-    """One variant of CIFAR-10: its files, sizes, whether it is only part of the official
-    data, and its reader."""
-
-    spec: DatasetSpec
-    variant: str
-    train_size: int
-    test_size: int
-    partial: bool
-    read: Callable[[FetchResult], _Arrays]
-
-
-CIFAR10_FULL = Cifar10FileSet(
-    CIFAR10_FULL_SPEC, "full official", 50_000, 10_000, False, _read_official
-)
-CIFAR10_SUBSET = Cifar10FileSet(
-    CIFAR10_SUBSET_SPEC,
-    "subset 5,170/1,017 from the offline mirror",
-    5_170,
-    1_017,
-    True,
-    _read_subset,
-)
-VARIANTS = ("auto", "full", "subset")
-
-
-def _file_sets(variant: str) -> tuple[Cifar10FileSet, ...]:
-    """The variants to try, best first."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-    return {
-        "auto": (CIFAR10_FULL, CIFAR10_SUBSET),
-        "full": (CIFAR10_FULL,),
-        "subset": (CIFAR10_SUBSET,),
-    }[variant]
-
-
-def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, 3072) -> float32 (N, 3, 32, 32) on `device`, normalized per channel."""
-    return image_tensor(x.reshape(-1, *IMAGE_SHAPE), CIFAR10_MEAN, CIFAR10_STD, device)
+def _read(root: str, variant: str) -> tuple[np.ndarray, ...]:
+    """uint8 images (N, 3, 32, 32) and labels (N,) of train and test, and the class names."""
+    if variant == FULL:
+        train, test = CIFAR10(root, train=True), CIFAR10(root, train=False)
+        x_train, x_test = (d.data.transpose(0, 3, 1, 2) for d in (train, test))  # from NHWC
+        return x_train, np.array(train.targets), x_test, np.array(test.targets), train.classes
+    with open(f"{root}/cifar10-subset/batches.meta", "rb") as f:
+        classes = pickle.load(f, encoding="latin1")[CIFAR10.meta["key"]]
+    with np.load(f"{root}/cifar10-subset/cifar10_official_prefix_subset.npz") as npz:
+        x_train, x_test = (npz[k].reshape(-1, 3, 32, 32) for k in ("x_train", "x_test"))
+        return x_train, npz["y_train"], x_test, npz["y_test"], classes
 
 
 def load_cifar10(
     train_subset: int | None = None,
     test_subset: int | None = None,
     device: str | torch.device = "cpu",
-    variant: Variant = "auto",
+    variant: Literal["auto", "full", "subset"] = "auto",
 ) -> InMemoryDataset:
-    """CIFAR-10 on `device`: x float32 (N, 3, 32, 32), y int64 (N,).
-
-    Pixels are normalized per channel as `(x/255 - CIFAR10_MEAN[c])/CIFAR10_STD[c]`.
-    `variant`: "auto" loads the full official data when it can be had (data root, mirror or
-    download), else the offline mirror's subset; "full" or "subset" insist on one. A subset
-    size is the first N examples of the variant loaded; asking for more than it holds is an
-    error. `info.variant` says which variant was loaded.
-    """
-    choices = _file_sets(variant)
-    largest = max(choices, key=lambda c: c.train_size)
-    subset_size("train_subset", train_subset, largest.train_size)  # type checks before fetching
-    subset_size("test_subset", test_subset, largest.test_size)
-    device = torch.device(device)
-
-    fetched = ensure_first([c.spec for c in choices])
-    chosen = next(c for c in choices if c.spec == fetched.spec)
+    """CIFAR-10 on `device`: x float32 (N, 3, 32, 32), y int64 (N,); pixels normalized per
+    channel as `(x/255 - CIFAR10_MEAN[c])/CIFAR10_STD[c]`. `variant`: "auto", "full" or
+    "subset" (see the module docstring). A subset is the first N examples of the variant
+    loaded; asking for more than it holds is an error."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    subset_sizes(train_subset, test_subset, SIZES[FULL])  # checks before fetching
+    files = Files()
+    chosen = _fetch(files, variant)
+    sizes = SIZES[chosen]
     try:
-        n_train = subset_size("train_subset", train_subset, chosen.train_size)
-        n_test = subset_size("test_subset", test_subset, chosen.test_size)
+        n = subset_sizes(train_subset, test_subset, sizes)
     except ValueError as exc:
-        raise ValueError(
-            f"{exc}: the CIFAR-10 {chosen.variant} was loaded, with"
-            f" {chosen.train_size} train / {chosen.test_size} test images"
-        ) from exc
-
-    arrays = chosen.read(fetched)
-    info = DatasetInfo.of_fetch(
-        "CIFAR-10",
-        fetched,
-        n_train,
-        n_test,
-        full_train=chosen.train_size,
-        full_test=chosen.test_size,
-        variant=chosen.variant,
-        partial=chosen.partial,
-    )
+        loaded = f"the CIFAR-10 {chosen} was loaded, with {sizes[0]} train / {sizes[1]} test"
+        raise ValueError(f"{exc}: {loaded} images") from exc
+    x_train, y_train, x_test, y_test, classes = _read(str(files.root), chosen)
+    norm = CIFAR10_MEAN, CIFAR10_STD, torch.device(device)
     return InMemoryDataset(
-        x_train=_images(arrays.x_train[:n_train], device),
-        y_train=label_tensor(arrays.y_train[:n_train], device),
-        x_test=_images(arrays.x_test[:n_test], device),
-        y_test=label_tensor(arrays.y_test[:n_test], device),
-        info=info,
-        classes=arrays.classes,
+        x_train=image_tensor(x_train[: n[0]], *norm),
+        y_train=torch.as_tensor(y_train[: n[0]], dtype=torch.int64, device=device),
+        x_test=image_tensor(x_test[: n[1]], *norm),
+        y_test=torch.as_tensor(y_test[: n[1]], dtype=torch.int64, device=device),
+        info=files.info("CIFAR-10", n, sizes, variant=chosen, partial=chosen == SUBSET),
+        classes=tuple(classes),
     )
