@@ -21,7 +21,7 @@ from ..data.augment import Augment
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
 from .batches import BatchStream
-from .checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -197,29 +197,26 @@ def train(
 
     budget = config.epochs * stream.batches_per_epoch
     eval_step = config.eval_every * stream.batches_per_epoch
-    rows: list[dict] = []
-    product: WidthModel | None = None  # the model of interest at the last evaluation
-    next_eval = eval_step
+    state = TrainingState(fas, stream, meter, next_eval=eval_step)
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        fas.load_state_dict(state["multilevel"])
-        fas.levels[0].optimizer.load_state_dict(state["optimizer"])
-        stream.load_state_dict(state["stream"])
-        meter.load_state_dict(state["meter"])
-        restore_rng_states(state["rng"])
-        rows, next_eval = list(state["history"]), state["next_eval"]
-
-    if not rows:  # the curve's start: the initial net, at zero work and zero time
+        state.load_state_dict(load_checkpoint(checkpoint_path))
+    run_config = {
+        "train": asdict(config),
+        "multilevel": multilevel.to_dict(),
+        "model": getattr(model, "config", {}),
+    }
+    product: WidthModel | None = None  # the model of interest at the last evaluation
+    if not state.rows:  # the curve's start: the initial net, at zero work and zero time
         start = model if multilevel.model_level == 0 else None  # R^m x needs operators
-        rows.append(_metrics_row(fas, meter, stream, start, (x_test, y_test), config))
-    with tqdm(
+        state.rows.append(_metrics_row(fas, meter, stream, start, (x_test, y_test), config))
+    bar = tqdm(
         total=math.ceil(budget),
         initial=int(meter.work_units),
         unit="WU",
         desc=description,
         leave=False,
-    ) as bar:
+    )
+    with bar:
         while meter.work_units < budget - 1e-9:
             done_before = meter.work_units
             try:
@@ -232,33 +229,17 @@ def train(
                 )
             bar.update(int(meter.work_units) - int(done_before))  # whole WU shown
             finished = meter.work_units >= budget - 1e-9
-            if meter.work_units >= next_eval - 1e-9 or finished:
-                product = model_of_interest()
-                rows.append(_metrics_row(fas, meter, stream, product, (x_test, y_test), config))
-                while next_eval <= meter.work_units + 1e-9:
-                    next_eval += eval_step
-                if checkpoint_path is not None:
-                    save_checkpoint(
-                        {
-                            "model": model.state_dict(),
-                            "optimizer": fas.levels[0].optimizer.state_dict(),
-                            "multilevel": fas.state_dict(),
-                            "stream": stream.state_dict(),
-                            "meter": meter.state_dict(),
-                            "rng": rng_states(),
-                            "history": rows,
-                            "next_eval": next_eval,
-                            "config": {
-                                "train": asdict(config),
-                                "multilevel": multilevel.to_dict(),
-                                "model": getattr(model, "config", {}),
-                            },
-                        },
-                        checkpoint_path,
-                    )
+            if meter.work_units < state.next_eval - 1e-9 and not finished:
+                continue
+            product = model_of_interest()
+            state.rows.append(_metrics_row(fas, meter, stream, product, (x_test, y_test), config))
+            while state.next_eval <= meter.work_units + 1e-9:
+                state.next_eval += eval_step
+            if checkpoint_path is not None:
+                save_checkpoint({**state.state_dict(), "config": run_config}, checkpoint_path)
     if product is None:  # resumed from a finished run: no evaluation happened here
         product = model_of_interest()
-    return TrainResult(pd.DataFrame(rows), model, fas, meter, product)
+    return TrainResult(pd.DataFrame(state.rows), model, fas, meter, product)
 
 
 def _metrics_row(
