@@ -2,20 +2,14 @@
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
 `mlw.training`, `mlw.experiments`, `mlw.tracking`, `mlw.viz`, `mlw.notebooks`,
-`mlw.reproducibility`.
+`mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so `import mlw_lib` and
+`python -m mlw_lib list` do not pay for torch, MLflow, papermill or seaborn.
 """
 
-from . import (
-    data,
-    experiments,
-    models,
-    multilevel,
-    notebooks,
-    reproducibility,
-    tracking,
-    training,
-    viz,
-)
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,8 +18,20 @@ __all__ = [
     "models",
     "multilevel",
     "notebooks",
+    "paths",
     "reproducibility",
     "tracking",
     "training",
     "viz",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import the subpackage `name` on first access (PEP 562)."""
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

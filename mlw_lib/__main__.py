@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_all = commands.add_parser("run-all", help="run every notebook in order")
     run_all.add_argument(
-        "--params", metavar="SET", help="parameter set: params/SET/<key>.yaml (e.g. ci, paper)"
+        "--params",
+        metavar="SET",
+        help="parameter set (e.g. ci, paper): params/SET/<key>.yaml, then one more run per "
+        "params/SET/<key>.<variant>.yaml",
     )
     run_all.add_argument(
         "--timeout", type=int, default=3600, help="per-cell execution timeout in seconds"

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -191,28 +192,46 @@ def test_run_notebook_injects_parameters_and_writes_the_executed_copy(
     assert "result=70 b=from-file" in executed_text(path)
 
 
-@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
-def test_kernel_runs_on_private_unix_sockets_without_the_tcp_warning(
+def test_run_notebook_logs_one_line_per_code_cell_unless_tqdm_is_disabled(
     tiny: Path,
     tmp_path: Path,
-    capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # ipykernel warns on stderr when it listens on unencrypted TCP; the runner starts it on
-    # Unix sockets in a temporary 0700 folder that is removed after the run. The kernel's
-    # cwd (notebooks/) differs from the caller's, so the socket path must be absolute.
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with caplog.at_level(logging.INFO, logger=notebooks.__name__):
+        path = notebooks.run_notebook(tiny, parameters={"a": 3}, output_dir=tmp_path / "runs")
+    assert "result=30" in executed_text(path)
+    assert "executing 01_tiny.ipynb with {'a': 3} ..." in caplog.text  # said before it starts
+    progress = [r.getMessage() for r in caplog.records if ": cell " in r.getMessage()]
+    # 4 code cells in the source, plus the injected-parameters cell papermill adds.
+    expected = [f"01_tiny: cell {number}/5" for number in range(1, 6)]
+    assert [line.split(" (")[0] for line in progress] == expected
+    caplog.clear()
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # CI: quiet
+    with caplog.at_level(logging.INFO, logger=notebooks.__name__):
+        notebooks.run_notebook(tiny, parameters={"a": 3}, output_dir=tmp_path / "runs")
+    assert "executing 01_tiny.ipynb" in caplog.text and ": cell " not in caplog.text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
+def test_kernel_runs_on_private_unix_sockets_not_on_plain_tcp(
+    tiny: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Over TCP on localhost any local user could subscribe to the kernel's outputs (and
+    # ipykernel warns so); the runner starts it on Unix sockets in a temporary 0700 folder
+    # that is removed after the run. The kernel's cwd (notebooks/) differs from the caller's,
+    # so the socket path must be absolute.
     with notebooks.kernel_transport() as kernel:
         ip = Path(kernel["config"].KernelManager.ip)
         assert kernel["config"].KernelManager.transport == "ipc" and ip.is_absolute()
         assert (ip.parent.stat().st_mode & 0o777) == 0o700
     assert not ip.parent.exists()
     capfd.readouterr()
-    with caplog.at_level(logging.INFO, logger=notebooks.__name__):
-        path = notebooks.run_notebook(tiny, parameters={"a": 3}, output_dir=tmp_path / "runs")
+    path = notebooks.run_notebook(tiny, parameters={"a": 3}, output_dir=tmp_path / "runs")
     assert "result=30" in executed_text(path)
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
-    assert "executing 01_tiny.ipynb with {'a': 3} ..." in caplog.text  # said before it starts
 
 
 def test_kernel_falls_back_to_tcp_when_the_socket_path_is_too_long(
@@ -220,7 +239,7 @@ def test_kernel_falls_back_to_tcp_when_the_socket_path_is_too_long(
 ) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
-    monkeypatch.setattr(notebooks.tempfile, "tempdir", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
     with notebooks.kernel_transport() as kernel:
         assert kernel == {}
 
@@ -304,12 +323,47 @@ def test_prepare_ci_injects_ci_parameters_and_nbval_runs_them(tiny: Path, tmp_pa
     assert "FAILED ci/02_failing.ipynb::" in report and "asked to fail" in report
 
 
+def test_run_all_runs_each_variant_file_of_a_parameter_set(tiny: Path, tmp_path: Path) -> None:
+    paper = tmp_path / "params" / "paper"
+    paper.mkdir(parents=True)
+    (paper / "01_tiny.yaml").write_text("a: 2\n")
+    (paper / "01_tiny.other.yaml").write_text("a: 4\nb: other\n")
+    (paper / "01_tiny_by_hand.yaml").write_text("a: 9\n")  # only for `run -f`
+    assert notebooks.parameter_set_files("paper", "01_tiny", tmp_path / "params") == {
+        "": paper / "01_tiny.yaml",
+        "other": paper / "01_tiny.other.yaml",
+    }
+    out = tmp_path / "runs"
+    written = notebooks.run_all(
+        "paper", notebooks=tiny.parent, params_dir=tmp_path / "params", output_dir=out
+    )
+    assert written == [out / "01_tiny.ipynb", out / "01_tiny__other.ipynb"]
+    assert "result=20 b=x" in executed_text(written[0])
+    assert "result=40 b=other" in executed_text(written[1])
+
+
 def test_prepare_ci_rejects_unknown_ci_parameters(tiny: Path, tmp_path: Path) -> None:
     params = tmp_path / "params"
     (params / "ci").mkdir(parents=True)
     (params / "ci" / "01_tiny.yaml").write_text("epochs: 1\n")
     with pytest.raises(notebooks.UnknownParameterError, match="epochs"):
         notebooks.prepare_ci(tmp_path / "ci", notebooks=tiny.parent, params_dir=params)
+
+
+def test_import_mlw_lib_loads_no_heavy_dependencies() -> None:
+    code = (
+        "import sys, mlw_lib, mlw_lib.notebooks, mlw_lib.__main__\n"
+        "print(sorted(m for m in ('mlflow', 'papermill', 'seaborn', 'torch') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    check = "import mlw_lib as mlw; print(mlw.paths.repo_root().name, 'viz' in dir(mlw))"
+    result = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
+    assert result.stdout.split() == [repo_root().name, "True"], result.stderr
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -184,6 +184,16 @@ def test_notebook_has_valid_ci_parameters(path: Path | None) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_CASES)
+def test_papermill_reads_the_same_parameters(path: Path | None) -> None:
+    """papermill's own line-based inspection must see every parameter, or it warns "Passed
+    unknown parameter" on each run (it cannot parse a line with two `=`, e.g. in a comment)."""
+    import papermill
+
+    notebook(path)
+    assert list(papermill.inspect_notebook(str(path))) == list(notebooks.notebook_parameters(path))
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_CASES)
 def test_last_code_cell_records_the_environment_ignored_by_nbval(path: Path | None) -> None:
     last = code_cells(notebook(path))[-1]
     assert "nbval-ignore-output" in tags(last), "tag the environment cell nbval-ignore-output"
@@ -196,9 +206,21 @@ PARAMETER_FILES = sorted((repo_root() / "params").glob("*/*.yaml"))
 @pytest.mark.parametrize("path", PARAMETER_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_parameter_file_names_only_its_notebooks_parameters(path: Path) -> None:
     """params/<set>/<NN>_*.yaml belongs to notebook NN; unknown names would only surface when
-    someone runs the file."""
+    someone runs the file. Variant files `<key>.<variant>.yaml` must name an existing key."""
     notebook = notebooks.resolve_notebook(path.name[:2])
+    if path.name.count(".") == 2:
+        assert path.name.split(".")[0] == notebook.stem, f"no notebook {path.name.split('.')[0]}"
     notebooks.validate_parameters(notebook, notebooks.load_parameter_file(path))
+
+
+def test_paper_figures_of_02_cnn_cifar10_are_cifar10_only() -> None:
+    """Other datasets' 02 runs are variants (`02_cnn_cifar10.<variant>.yaml`) whose dataset
+    names their figure folder `figures/paper/02_cnn_<dataset>/`."""
+    runs = notebooks.parameter_set_files("paper", "02_cnn_cifar10")
+    assert runs, "make paper must run notebook 02"
+    for variant, path in runs.items():
+        dataset = notebooks.load_parameter_file(path).get("dataset", "cifar10")
+        assert dataset == (variant or "cifar10"), f"{path.name} runs {dataset}"
 
 
 def test_a_parameter_file_with_an_unknown_name_is_caught(tmp_path: Path) -> None:

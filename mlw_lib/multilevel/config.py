@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .batchnorm import BATCHNORM_MODES
 from .matching import MATCHING_METHODS, SIMILARITIES
@@ -50,6 +52,20 @@ class MultilevelConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], *, other: Iterable[str] = (), **overrides: Any
+    ) -> MultilevelConfig:
+        """This config from a notebook's parameters: every field found in `params`, then
+        `overrides` (e.g. `levels=2` where the notebook's `levels` is a list of counts).
+
+        A key of `params` that is a field of neither MultilevelConfig nor TrainConfig and not
+        named in `other` (model, data and seed parameters) raises ValueError naming it.
+        """
+        from ..training.trainer import TrainConfig
+
+        return cls(**fields_from_params(cls, params, other, overrides, TrainConfig))
+
     @property
     def gamma(self) -> int:
         return CYCLES[self.cycle]
@@ -90,6 +106,28 @@ class MultilevelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fields_from_params(
+    config_class: type,
+    params: Mapping[str, Any],
+    other: Iterable[str],
+    overrides: Mapping[str, Any],
+    sibling: type,
+) -> dict[str, Any]:
+    """Keyword arguments of the dataclass `config_class`: its fields found in `params`, then
+    `overrides`. Keys of `params` that are fields of neither `config_class` nor `sibling` (the
+    other config a notebook builds from the same parameters) and not in `other` raise
+    ValueError naming them, so no parameter is dropped silently."""
+    own = {field.name for field in fields(config_class)}
+    known = own | {field.name for field in fields(sibling)} | set(other)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"parameter(s) {', '.join(unknown)} are fields of neither {config_class.__name__} "
+            f"nor {sibling.__name__}; pass them in other= if the notebook uses them elsewhere"
+        )
+    return {**{name: value for name, value in params.items() if name in own}, **overrides}
 
 
 def _choice(name: str, value: object, allowed: tuple) -> None:

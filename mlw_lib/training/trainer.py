@@ -59,6 +59,17 @@ class TrainConfig:
         if self.augment:
             Augment(self.crop_padding, self.flip)  # validates crop_padding
 
+    @classmethod
+    def from_params(
+        cls, params: dict, *, other: tuple[str, ...] | set[str] = (), **overrides: object
+    ) -> TrainConfig:
+        """This config from a notebook's parameters: every field found in `params` (a mapping),
+        then `overrides`. A key that is a field of neither TrainConfig nor MultilevelConfig and
+        not named in `other` raises ValueError naming it (see `MultilevelConfig.from_params`)."""
+        from ..multilevel.config import fields_from_params
+
+        return cls(**fields_from_params(cls, params, other, overrides, MultilevelConfig))
+
     def batch_transform(self) -> Augment | None:
         """The per-batch augmentation, or None when `augment` is off."""
         return Augment(self.crop_padding, self.flip) if self.augment else None
