@@ -65,6 +65,33 @@ class Comparison:
             rows.append({"method": method, "seed": seed, "wall_time": budget, metric: value})
         return pd.DataFrame(rows)
 
+    def phase_seconds(self) -> pd.DataFrame:
+        """Mean over seeds of each method's final wall_time and its split by phase (s)."""
+        columns = ["wall_time", *(c for c in self.history.columns if c.startswith("time_"))]
+        return self.final().groupby("method", sort=False)[columns].mean().round(2)
+
+    def report(self, metric: str = "test_accuracy") -> dict[str, object]:
+        """The comparison's results as titled sections (tables and the verdict), for
+        `viz.save_results`."""
+        from .viz import results_table
+
+        load = ["load_average", "other_cores"]
+        return {
+            "At equal work (mean ± std over seeds)": results_table(
+                self.final(), metrics=(metric, "wall_time", "work_units")
+            ),
+            "At equal wall-clock (each run's curve read at the shortest run's final time)": (
+                results_table(self.at_equal_time(metric), metrics=(metric, "wall_time"))
+            ),
+            "Verdict": verdict(self, metric),
+            "Seconds per phase (mean over seeds)": self.phase_seconds(),
+            "Machine load during the runs (mean over seeds; other_cores: CPU used by other "
+            "processes, in cores)": self.final()
+            .groupby("method", sort=False)[load]
+            .mean()
+            .round(2),
+        }
+
 
 def compare(
     make_model: Callable[[], WidthModel],

@@ -13,6 +13,7 @@ import pytest
 from mlw_lib.experiments import Comparison, interleaved, method_name, verdict
 from mlw_lib.multilevel import MultilevelConfig
 from mlw_lib.reproducibility import CpuContention
+from mlw_lib.viz import save_results
 
 
 def _comparison(multi_accuracies):
@@ -99,3 +100,19 @@ def test_method_names():
     assert method_name(MultilevelConfig(levels=3, cycle="W")) == "W-cycle, 3 levels"
     squeeze = MultilevelConfig(levels=3, model_level=1)
     assert method_name(squeeze) == "V-cycle squeeze, level 1 of 3"
+
+
+def test_report_is_written_as_a_markdown_results_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLW_FIGURES_DIR", str(tmp_path))
+    history = _comparison([0.95, 0.96, 0.97]).history.assign(
+        time_smooth=1.0, time_other=0.5, load_average=1.0, other_cores=0.25
+    )
+    comparison = Comparison(history, {}, {})
+    sections = {"Data": "toy", **comparison.report(), "Parameters": {"lr": 0.05}}
+    path = save_results("99_demo", "demo", sections)
+    text = path.read_text()
+    assert path == tmp_path / "99_demo" / "results.md"
+    assert "| single-level | 3 | 0.910 ± 0.010 |" in text  # equal work, mean ± std
+    assert "At equal wall-clock" in text and "-> better." in text
+    assert "| lr | 0.05 |" in text and "| time_other |" not in text.split("## Seconds")[0]
+    assert comparison.phase_seconds().loc["single-level", "time_other"] == 0.5

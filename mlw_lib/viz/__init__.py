@@ -8,7 +8,7 @@ from mlw_lib.viz.curves import (
     results_table,
 )
 from mlw_lib.viz.feature_maps import feature_maps, first_normalized_layer, plot_merged_channels
-from mlw_lib.viz.figures import save_figure
+from mlw_lib.viz.figures import markdown_table, save_figure, save_results
 from mlw_lib.viz.hierarchy import hierarchy_frame, plot_hierarchy_widths
 from mlw_lib.viz.style import (
     SINGLE_LEVEL_COLOR,
@@ -29,10 +29,12 @@ __all__ = [
     "is_single_level",
     "method_palette",
     "plot_hierarchy_widths",
+    "markdown_table",
     "plot_merged_channels",
     "plot_metric",
     "plot_metric_panels",
     "results_table",
     "save_figure",
+    "save_results",
     "use_house_style",
 ]

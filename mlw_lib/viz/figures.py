@@ -1,10 +1,13 @@
-"""Save figures once, the same way: byte-stable PDF + PNG under `figures/<notebook>/`."""
+"""Save figures and results tables once, the same way: byte-stable PDF + PNG and a
+Markdown `results.md` under `figures/<notebook>/`."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from mlw_lib.paths import figures_dir
@@ -30,12 +33,42 @@ def save_figure(
     fig.savefig(pdf_path, format="pdf", metadata=PDF_METADATA)
     fig.savefig(png_path, format="png", metadata=PNG_METADATA)
     paths = [pdf_path, png_path]
+    if log_to_mlflow:
+        _log_to_active_run(paths)
+    return paths
+
+
+def _log_to_active_run(paths: list[Path]) -> None:
+    """Log `paths` under `figures/` of the active MLflow run, if any."""
     # No run can be active in a process that never imported mlflow; skip its slow import.
-    if log_to_mlflow and "mlflow" in sys.modules:
+    if "mlflow" in sys.modules:
         import mlflow
 
         if mlflow.active_run() is not None:
             from mlw_lib.tracking import log_figure_files
 
             log_figure_files(paths)
-    return paths
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """`table` (index included) as a GitHub Markdown table."""
+    frame = table.reset_index()
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def save_results(notebook_key: str, title: str, sections: dict[str, object]) -> Path:
+    """Write `figures/<notebook_key>/results.md`: `title`, then one `## heading` per section,
+    a DataFrame or a mapping (name -> value) as a Markdown table, anything else as its text.
+    Logged like a figure."""
+    parts = [f"# {title}", "Written by the notebook from the runs of this execution."]
+    for heading, body in sections.items():
+        if isinstance(body, Mapping):
+            body = pd.DataFrame({"value": {k: repr(v) for k, v in body.items()}})
+        text = markdown_table(body) if isinstance(body, pd.DataFrame) else str(body)
+        parts.append(f"## {heading}\n\n{text}")
+    path = figures_dir(notebook_key) / "results.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    _log_to_active_run([path])
+    return path
