@@ -57,7 +57,11 @@ class TauVector:
 
 
 class NoTau:
-    """v = 0: the coarse level minimises its plain loss."""
+    """v = 0: the coarse level minimises its plain loss.
+
+    Every policy's `linear_term(fine, coarse, batches, transfers, meter)` takes the fine and
+    coarse Levels, the tau batches B, the group transfers and the WorkMeter.
+    """
 
     def linear_term(self, fine, coarse, batches, transfers, meter) -> LinearTerm:
         return no_tau
@@ -69,15 +73,8 @@ class CycleTau:
 
     vector: TauVector
 
-    def linear_term(
-        self,
-        fine: Level,
-        coarse: Level,
-        batches: Sequence[tuple],
-        transfers: Transfers,
-        meter: WorkMeter,
-    ) -> LinearTerm:
-        """Call right after restriction, while `coarse.model` holds x_c0."""
+    def linear_term(self, fine, coarse, batches, transfers, meter) -> LinearTerm:
+        """v for `coarse` (a Level holding x_c0: call right after restriction)."""
         v = self.vector(fine, coarse.model, coarse.work, batches, transfers, meter)
         return lambda batch: v
 
@@ -88,15 +85,8 @@ class MinibatchTau:
 
     vector: TauVector
 
-    def linear_term(
-        self,
-        fine: Level,
-        coarse: Level,
-        batches: Sequence[tuple],
-        transfers: Transfers,
-        meter: WorkMeter,
-    ) -> LinearTerm:
-        """Call right after restriction, while `coarse.model` holds x_c0."""
+    def linear_term(self, fine, coarse, batches, transfers, meter) -> LinearTerm:
+        """v for `coarse` (a Level holding x_c0: call right after restriction)."""
         frozen = copy.deepcopy(coarse.model)
 
         def per_minibatch(batch: tuple) -> Tensors:
