@@ -140,6 +140,18 @@ def test_plot_metric_panels_axes_and_labels() -> None:
     assert line_colors == [palette["single-level"].lower(), palette["ml-v"].lower()]
 
 
+def test_plot_metric_panels_leave_out_the_initial_net_unless_asked() -> None:
+    history = make_history(epochs=3)
+    start = history[history["epoch"] == 1].assign(epoch=0, work_units=0.0, wall_time=0.0)
+    history = pd.concat([start.assign(test_accuracy=0.1), history], ignore_index=True)
+
+    def lowest(fig) -> float:
+        return min(min(line.get_ydata()) for line in fig.axes[0].lines if len(line.get_ydata()))
+
+    assert lowest(plot_metric_panels(history)) > 0.5
+    assert lowest(plot_metric_panels(history, from_start=True)) == pytest.approx(0.1)
+
+
 def test_plot_metric_aligns_wall_clock_across_seeds() -> None:
     history = make_history(methods=("ml-v",))
     ax = plot_metric(history, x="wall_time", y="test_accuracy")

@@ -108,8 +108,15 @@ def plot_metric_panels(
     y: str = "test_accuracy",
     hue: str = "method",
     errorbar: Any = ("sd", 1),
+    from_start: bool = False,
 ) -> Figure:
-    """One row of `plot_metric` panels, one per x column, sharing y (legend on the last)."""
+    """One row of `plot_metric` panels, one per x column, sharing y (legend on the last).
+
+    The evaluation of the initial net (rows with `work_units` 0) is left out unless
+    `from_start`: at chance level it would stretch the y-axis over the whole range.
+    """
+    if not from_start and "work_units" in history.columns:
+        history = history[history["work_units"] > 0]
     fig, axes = plt.subplots(
         1, len(xs), sharey=True, figsize=(3.4 * len(xs), 3.4), squeeze=False, layout="constrained"
     )
