@@ -88,7 +88,7 @@ def test_full_load_from_mirror_then_cache(root: Path, network: FakeNetwork) -> N
     assert ds.x_train.shape == (60_000, 784) and ds.x_test.shape == (10_000, 784)
     assert ds.y_train.shape == (60_000,) and ds.y_test.shape == (10_000,)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
-    assert ds.x_train.device.type == "cpu" and (ds.n_train, ds.n_test) == (60_000, 10_000)
+    assert ds.x_train.device.type == "cpu" and (len(ds.x_train), len(ds.x_test)) == (60_000, 10_000)
     assert ds.y_train[:10].tolist() == FIRST_TRAIN_LABELS
     assert torch.bincount(ds.y_test, minlength=10).tolist()[:2] == [980, 1135]
     assert ds.classes == tuple("0123456789")
@@ -126,7 +126,7 @@ def test_full_load_from_mirror_then_cache(root: Path, network: FakeNetwork) -> N
 @needs_mirror
 def test_subsets_are_the_first_examples(root: Path, full: InMemoryDataset) -> None:
     ds = load_mnist(train_subset=1000, test_subset=250)
-    assert (ds.n_train, ds.n_test) == (1000, 250)
+    assert (len(ds.x_train), len(ds.y_test)) == (1000, 250)
     assert torch.equal(ds.x_train, full.x_train[:1000])
     assert torch.equal(ds.y_train, full.y_train[:1000])
     assert torch.equal(ds.x_test, full.x_test[:250])
@@ -155,7 +155,7 @@ def test_unflattened_shape_and_to(root: Path) -> None:
     assert img.x_train.shape == (64, 1, 28, 28) and img.x_test.shape == (32, 1, 28, 28)
     assert torch.equal(img.x_train.reshape(64, -1), flat.x_train)
     moved = img.to("cpu")
-    assert moved.info is img.info and moved.device == torch.device("cpu")
+    assert moved.info is img.info and moved.x_test.device == torch.device("cpu")
     if torch.cuda.is_available():
         on_gpu = load_mnist(train_subset=64, test_subset=32, device="cuda")
         assert on_gpu.x_train.is_cuda and on_gpu.y_test.is_cuda

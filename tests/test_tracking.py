@@ -213,9 +213,8 @@ def test_default_paths_are_absolute_and_env_overridable(
 def test_experiment_name_and_ui_command() -> None:
     assert tracking.experiment_name("01_mlp_mnist") == "01-mlp-mnist"
     command = tracking.mlflow_ui_command()
-    assert command.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
     assert f"ui --backend-store-uri {tracking.tracking_uri()} " in command
-    assert command.endswith("--host 127.0.0.1 --port 5000 --workers 1")
+    assert "--host 127.0.0.1 " in command  # never listens beyond this machine
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")

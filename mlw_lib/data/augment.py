@@ -25,41 +25,35 @@ def random_crop_flip(
     uniform offset in [0, 2*padding]^2 (content shifts by at most `padding` pixels); with
     `flip`, each image is mirrored left-right with probability 1/2. Random numbers come from
     `generator` (on its own device; default: the global generator of `x`'s device).
+    `padding` >= 0 (`Augment` checks it).
     """
     if x.dim() != 4:
         raise ValueError(f"expected images (N, C, H, W), got shape {tuple(x.shape)}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
     if padding == 0 and not flip:
         return x
-    n, _, h, w = x.shape
-    rng_device = generator.device if generator is not None else x.device
+    n, c, h, w = x.shape
+    on = dict(device=x.device)
 
     def draw(high: int) -> torch.Tensor:
         """(N,) ints in [0, high) on x's device."""
-        values = torch.randint(0, high, (n,), generator=generator, device=rng_device)
-        return values.to(x.device)
+        rng_device = generator.device if generator is not None else x.device
+        return torch.randint(0, high, (n,), generator=generator, device=rng_device).to(x.device)
 
     dy, dx = draw(2 * padding + 1), draw(2 * padding + 1)
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # (N, H) rows of the padded image
-    cols = torch.arange(w, device=x.device).expand(n, w)
+    rows = dy[:, None] + torch.arange(h, **on)  # (N, H) rows of the padded image
+    cols = torch.arange(w, **on).expand(n, w)
     if flip:
         cols = torch.where(draw(2)[:, None].bool(), w - 1 - cols, cols)
     cols = dx[:, None] + cols  # (N, W)
-    batch = torch.arange(n, device=x.device)
-
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        nhwc = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding))
-        out = nhwc[batch[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-        return out.permute(0, 3, 1, 2)  # channels_last (N, C, H, W)
     padded = F.pad(x, (padding, padding, padding, padding))
-    channels = torch.arange(x.shape[1], device=x.device)
-    return padded[
-        batch[:, None, None, None],
-        channels[None, :, None, None],
+    out = padded[
+        torch.arange(n, **on)[:, None, None, None],
+        torch.arange(c, **on)[None, :, None, None],
         rows[:, None, :, None],
         cols[:, None, None, :],
     ]
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 @dataclass(frozen=True)

@@ -83,18 +83,6 @@ class InMemoryDataset:
     info: DatasetInfo
     classes: tuple[str, ...] = ()
 
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    @property
-    def n_test(self) -> int:
-        return int(self.x_test.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return self.x_train.device
-
     def to(self, device: str | torch.device) -> InMemoryDataset:
         """A new dataset with every tensor on `device` (tensors already there are shared)."""
         names = ("x_train", "y_train", "x_test", "y_test")
