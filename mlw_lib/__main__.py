@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from typing import Any
 import yaml
 
 from mlw_lib import notebooks
-
-FLOAT_PATTERN = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 SWEEP_HELP = """\
 Grid values: -g NAME V1,V2,... splits on commas and reads each value as YAML
@@ -28,17 +25,14 @@ commas: -g widths "[[64], [128, 64]]" runs widths=[64] and widths=[128, 64].
 
 
 def parse_value(text: str) -> Any:
-    """Read a command-line value as YAML; `1e-3` (a string to YAML 1.1) becomes a float."""
-    value = yaml.safe_load(text) if text.strip() else text
-    if isinstance(value, str) and FLOAT_PATTERN.fullmatch(value.strip()):
-        return float(value)
-    return value
+    """Read a command-line value as YAML, numbers in any notation (`1e-3` is a float)."""
+    return notebooks.load_yaml(text) if text.strip() else text
 
 
 def parse_grid_values(text: str) -> list[Any]:
     """`0.1,0.01` -> [0.1, 0.01]; `[[64], [128]]` -> [[64], [128]]."""
     if text.lstrip().startswith("["):
-        values = yaml.safe_load(text)
+        values = parse_value(text)
         if not isinstance(values, list):
             raise ValueError(f"grid values {text!r} must be a YAML list")
         return values
@@ -164,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = dispatch(args)
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as error:
+    except (ValueError, OSError, yaml.YAMLError) as error:
         print(f"mlw: error: {one_line(error)}", file=sys.stderr)
         return 2
     except notebooks.NotebookExecutionError as error:

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, replace
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from . import tracking
+from .checks import integer
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
 from .reproducibility import CpuContention, seed_everything
 from .training import TrainConfig, TrainResult, classification_loss, train
@@ -33,6 +35,34 @@ def method_name(config: MultilevelConfig) -> str:
     if config.model_level:
         return f"{config.cycle}-cycle squeeze, level {config.model_level} of {config.levels}"
     return f"{config.cycle}-cycle, {config.levels} levels"
+
+
+def check_plan(
+    train_config: TrainConfig, methods: Mapping[str, MultilevelConfig], seeds: Sequence[int]
+) -> None:
+    """Refuse a comparison that would fail part-way, before any method trains: `seeds` must
+    be distinct non-negative ints, every method must take optimizer steps and needs its
+    learning rates (`lr` of at least
+    its number of levels), and the device must exist. Raises ValueError naming the fix."""
+    if not isinstance(seeds, list | tuple) or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    for seed in seeds:
+        integer("each seed", seed, 0)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    if not methods:
+        raise ValueError("no methods to compare (e.g. levels is empty); give at least one")
+    for name, config in methods.items():
+        try:
+            config.check_takes_steps()
+            train_config.level_lrs(config.levels)
+        except ValueError as error:
+            raise ValueError(f"method {name!r}: {error}") from None
+    device = torch.device(train_config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for but this machine has no CUDA device; set device to 'cpu'"
+        )
 
 
 @dataclass
@@ -111,6 +141,7 @@ def compare(
     minibatch's FLOPs of `make_model()` to its own, and its history's `work_units` and
     `epoch` are re-expressed in `make_model()`'s minibatches, so all methods share one axis.
     """
+    check_plan(train_config, methods, seeds)
     models = dict(models or {})
     unknown = sorted(set(models) - set(methods))
     if unknown:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..checks import choice, flag, integer, number
 from .batchnorm import BATCHNORM_MODES
 from .matching import MATCHING_METHODS, SIMILARITIES
 from .state import STATE_TRANSFER
@@ -72,37 +73,40 @@ class MultilevelConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the accepted values."""
-        _positive_int("levels", self.levels)
-        _choice("cycle", self.cycle, tuple(CYCLES))
-        _choice("convention", self.convention, CONVENTIONS)
-        _choice("matching", self.matching, MATCHING_METHODS)
-        _choice("similarity", self.similarity, SIMILARITIES)
-        _choice("unit_weights", self.unit_weights, UNIT_WEIGHTS)
-        _choice("coarse_batches", self.coarse_batches, COARSE_BATCHES)
-        _choice("tau", self.tau, TAU_MODES)
-        _choice("state_transfer", self.state_transfer, STATE_TRANSFER)
-        _choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
-        if not isinstance(self.recalibrate_fine, bool):
-            raise ValueError(
-                f"recalibrate_fine must be True or False, got {self.recalibrate_fine!r}"
-            )
-        if isinstance(self.ratio, bool) or not 0.0 < float(self.ratio) < 1.0:
-            raise ValueError(f"ratio must lie in (0, 1) (n_coarse / n_fine), got {self.ratio!r}")
+        integer("levels", self.levels, 1)
+        choice("cycle", self.cycle, tuple(CYCLES))
+        choice("convention", self.convention, CONVENTIONS)
+        choice("matching", self.matching, MATCHING_METHODS)
+        choice("similarity", self.similarity, SIMILARITIES)
+        choice("unit_weights", self.unit_weights, UNIT_WEIGHTS)
+        choice("coarse_batches", self.coarse_batches, COARSE_BATCHES)
+        choice("tau", self.tau, TAU_MODES)
+        choice("state_transfer", self.state_transfer, STATE_TRANSFER)
+        choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
+        flag("recalibrate_fine", self.recalibrate_fine)
+        number("ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
-            _positive_int(name, getattr(self, name))
-        _non_negative_int("model_level", self.model_level)
+            integer(name, getattr(self, name), 1)
+        for name in ("model_level", "nu_pre", "nu_post", "seed"):
+            integer(name, getattr(self, name), 0)
+        for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
+            number(name, getattr(self, name), 0.0)
         if self.model_level >= self.levels:
             raise ValueError(
                 f"model_level must name one of the {self.levels} levels (0 to "
                 f"{self.levels - 1}), got {self.model_level}; add levels below the fine net "
                 f"(levels={self.model_level + 1} or more) or lower model_level"
             )
-        for name in ("nu_pre", "nu_post"):
-            _non_negative_int(name, getattr(self, name))
-        for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+    def check_takes_steps(self) -> None:
+        """Raise ValueError if a cycle would take no optimizer step (training would never
+        change the net). Not part of `validate`: the invariant tests build such cycles."""
+        if self.nu_pre == 0 and (self.levels == 1 or self.nu_post == 0):
+            why = "a single level only pre-smooths" if self.levels == 1 else "nu_post is 0 too"
+            raise ValueError(
+                f"nu_pre=0 with levels={self.levels} takes no optimizer step ({why}); "
+                "set nu_pre >= 1"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,18 +132,3 @@ def fields_from_params(
             f"nor {sibling.__name__}; pass them in other= if the notebook uses them elsewhere"
         )
     return {**{name: value for name, value in params.items() if name in own}, **overrides}
-
-
-def _choice(name: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _non_negative_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
+import re
 import tokenize
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +21,14 @@ PARAMETERS_TAG = "parameters"
 
 class UnknownParameterError(ValueError):
     """A parameter name is not assigned in the notebook's `parameters` cell."""
+
+
+class ParameterTypeError(ValueError):
+    """A parameter's value does not have the type of the notebook's default."""
+
+
+class ParameterFileError(ValueError):
+    """A parameter file is missing, not YAML, or not a mapping of names to values."""
 
 
 class ParametersCellError(ValueError):
@@ -53,10 +63,16 @@ def parameters_cell_index(path: Path) -> int:
 
 def literal_type_name(source: str) -> str:
     """Type name of a literal's value (`"1"` -> `int`), or `"None"` if not a literal."""
+    value = literal_value(source)
+    return "None" if value is None else type(value).__name__
+
+
+def literal_value(source: str) -> Any:
+    """The value of a literal's source text, or None when it is not a literal."""
     try:
-        return type(ast.literal_eval(source)).__name__
+        return ast.literal_eval(source)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return "None"
+        return None
 
 
 def comments_by_line(source: str) -> dict[int, str]:
@@ -135,22 +151,78 @@ def parameter_values(name: str | Path, namespace: Mapping[str, Any]) -> dict[str
     return {key: namespace[key] for key in names}
 
 
+class ParameterLoader(yaml.SafeLoader):
+    """YAML with numbers in any notation: `1e-3` and `5E+4` are floats, as in YAML 1.2 and
+    Python (YAML 1.1, PyYAML's default, reads a float without a dot as a string)."""
+
+
+ParameterLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """`text` read as YAML by `ParameterLoader` (numbers in any notation, at any depth)."""
+    return yaml.load(text, Loader=ParameterLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_parameter_file(path: Path) -> dict[str, Any]:
     """Read a YAML parameter file; it must hold a mapping of parameter names to values."""
-    with open(path, encoding="utf-8") as handle:
-        loaded = yaml.safe_load(handle)
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise ParameterFileError(f"parameter file {path} {problem}; give a YAML file (-f FILE)")
+    try:
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ParameterFileError(f"{path} is not valid YAML: {error}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ValueError(
+        raise ParameterFileError(
             f"{path}: a parameter file must be a YAML mapping of name: value, "
             f"got {type(loaded).__name__}"
         )
+    keys = [key for key in loaded if not isinstance(key, str)]
+    if keys:
+        raise ParameterFileError(f"{path}: parameter names must be text, got {keys}")
     return loaded
 
 
+def type_problem(value: Any, default: Any) -> str | None:
+    """Why `value` cannot stand where the notebook has the literal `default`, or None.
+
+    An int takes an int, a float a finite int or float, a bool a bool, a string a string;
+    a non-empty list takes a non-empty list whose items fit its first item; None takes all."""
+    kind = type(default)
+    if default is None:
+        return None
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            return f"a list like {default!r}"
+        if default and not value:
+            return f"a non-empty list like {default!r}"
+        for item in value if default else ():
+            if type_problem(item, default[0]):
+                return f"a list of {type(default[0]).__name__}s like {default!r}"
+        return None
+    if kind is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number and math.isfinite(value) else f"a finite number like {default!r}"
+    if kind is int and isinstance(value, bool):
+        return f"an integer like {default!r}"
+    return None if isinstance(value, kind) else f"{_article(kind)} like {default!r}"
+
+
+def _article(kind: type) -> str:
+    return {int: "an integer", bool: "True or False", str: "a string"}.get(kind, kind.__name__)
+
+
 def validate_parameters(path: Path, params: Mapping[str, Any]) -> None:
-    """Raise UnknownParameterError if any name in `params` is not a parameter of the notebook."""
+    """Refuse names that are not parameters of the notebook (UnknownParameterError) and
+    values whose type does not fit the notebook's default (ParameterTypeError)."""
     valid = notebook_parameters(path)
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -158,6 +230,14 @@ def validate_parameters(path: Path, params: Mapping[str, Any]) -> None:
             f"unknown parameter(s) {', '.join(unknown)} for notebook {Path(path).name}; "
             f"valid parameters: {', '.join(valid) or 'none'}"
         )
+    for name, value in params.items():
+        problem = type_problem(value, literal_value(valid[name]["default"]))
+        if problem:
+            raise ParameterTypeError(
+                f"parameter {name} = {value!r} ({type(value).__name__}) does not fit notebook "
+                f"{Path(path).name}: expected {problem}, the form of its default "
+                f"{valid[name]['default']} ({valid[name]['help'] or name})"
+            )
 
 
 def merge_parameters(

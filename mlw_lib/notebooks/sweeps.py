@@ -57,13 +57,15 @@ def run_sweep(
 ) -> list[Path]:
     """Run the notebook once per point of the grid's Cartesian product; return the copies.
 
-    Grid values override `parameters`, which override the file. All names are validated
-    before anything runs. Copies are named `<key>__<name>=<value>_....ipynb`.
+    Grid values override `parameters`, which override the file. Every point's names and
+    value types are validated before anything runs. Copies are named
+    `<key>__<name>=<value>_....ipynb`.
     """
     source = resolve_notebook(name)
     base = merge_parameters(parameter_file, parameters)
-    validate_parameters(source, {**base, **grid})
     points = grid_points(grid)
+    for point in points:  # names and value types of every run, before the first one starts
+        validate_parameters(source, {**base, **point})
     return [
         run_notebook(source, parameters={**base, **point}, suffix=suffix, **kw)
         for point, suffix in zip(points, sweep_suffixes(points), strict=True)

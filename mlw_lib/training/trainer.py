@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checks import choice, flag, integer, number
 from ..data.augment import Augment
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
@@ -26,6 +27,7 @@ from .evaluation import calibration_batches, classification_loss, evaluate, rest
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+DEVICES = ("cpu", "cuda", "mps")
 
 
 @dataclass
@@ -49,15 +51,27 @@ class TrainConfig:
     channels_last: bool = False  # store images and conv weights NHWC (often faster on CPU)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
-        for name in ("epochs", "eval_every"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.augment:
-            Augment(self.crop_padding, self.flip)  # validates crop_padding
+        number("epochs", self.epochs, 0.0, open_low=True)
+        number("eval_every", self.eval_every, 0.0, open_low=True)
+        integer("batch_size", self.batch_size, 1)
+        integer("eval_batch_size", self.eval_batch_size, 1)
+        integer("seed", self.seed, 0)
+        integer("crop_padding", self.crop_padding, 0)
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("schedule", self.schedule, SCHEDULES)
+        lrs = self.lr if isinstance(self.lr, list | tuple) and self.lr else [self.lr]
+        for lr in lrs:
+            number("lr (each entry)" if len(lrs) > 1 else "lr", lr, 0.0, open_low=True)
+        number("momentum", self.momentum, 0.0, 1.0, open_high=True)
+        number("weight_decay", self.weight_decay, 0.0)
+        for name in ("augment", "flip", "channels_last"):
+            flag(name, getattr(self, name))
+        try:
+            known = isinstance(self.device, str) and torch.device(self.device).type in DEVICES
+        except RuntimeError:
+            known = False
+        if not known:
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
     @classmethod
     def from_params(
@@ -169,6 +183,7 @@ def train(
     uninterrupted run. A NaN/inf loss raises NonFiniteLossError; the last good checkpoint stays.
     """
     multilevel = multilevel or MultilevelConfig()
+    multilevel.check_takes_steps()
     device = torch.device(config.device)
     model = model.to(device).train()
     if config.channels_last:
@@ -237,6 +252,11 @@ def train(
             except NonFiniteLossError as error:
                 _explain_non_finite(
                     error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
+                )
+            if meter.work_units <= done_before:  # a cycle must spend work, or this never ends
+                raise RuntimeError(
+                    f"a {multilevel.cycle}-cycle spent no work (configuration {multilevel}); "
+                    "training would never end"
                 )
             bar.update(int(meter.work_units) - int(done_before))  # whole WU shown
             finished = meter.work_units >= budget - 1e-9
