@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from mlw_lib.models import MLP
 from mlw_lib.multilevel import CoarseningError, MultilevelConfig
 from mlw_lib.reproducibility import seed_everything
 from mlw_lib.training import NonFiniteLossError, TrainConfig, load_checkpoint, train
+from mlw_lib.training.checkpoint import ResumeMismatchError
 
 
 def _run(multilevel, epochs=3.0, seed=0, **kw):
@@ -60,22 +62,90 @@ def test_resume_gives_the_same_final_metrics(tmp_path, levels):
     assert resumed[METRICS].equals(full[METRICS])
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)
-    before = path.read_bytes()
+def _nan_inputs():
     data = toy_dataset()
     data.x_train[::2] = float("nan")  # every minibatch sees NaN inputs
+    return data
+
+
+def test_nan_loss_keeps_this_runs_last_checkpoint_and_says_so(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    config = MultilevelConfig(levels=2)
+    _run(config, epochs=1.0, checkpoint_path=path)
+    before = path.read_bytes()
     seed_everything(0)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0\.\d+ on level 0.*checkpoint is kept"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"loss at epoch 1\.\d+ on level 0.*last good checkpoint \(epoch 1\.\d+\) is kept",
+    ):
+        train(
+            MLP(12, [16, 8], 4, dropout=0.1),
+            _nan_inputs(),
+            TrainConfig(epochs=3.0, batch_size=32),
+            config,
+            checkpoint_path=path,
+            resume=True,
+        )
+    assert path.read_bytes() == before
+
+
+def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)  # another run's file
+    before = path.read_bytes()
+    seed_everything(0)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0\.\d+ on level 0.*wrote no checkpoint"):
         train(
             MLP(12, [16, 8], 4),
-            data,
+            _nan_inputs(),
             TrainConfig(epochs=3.0, batch_size=32),
             MultilevelConfig(levels=2),
             checkpoint_path=path,
         )
     assert path.read_bytes() == before
+
+
+def test_a_net_that_evaluates_to_nan_is_never_checkpointed(tmp_path):
+    data = toy_dataset()
+    data.x_test[0] = float("nan")
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(NonFiniteLossError, match=r"evaluation \(test_loss = nan\) at epoch 1"):
+        train(MLP(12, [8], 4), data, TrainConfig(epochs=2.0, batch_size=32), checkpoint_path=path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"lr": 0.1}, "train.lr 0.05 (checkpoint) vs 0.1 (now)"),
+        ({"seed": 1}, "train.seed 0 (checkpoint) vs 1 (now)"),
+        ({"levels": 3}, "multilevel.levels 2 (checkpoint) vs 3 (now)"),
+        ({"hidden": [16, 4]}, "model.hidden [16, 8] (checkpoint) vs [16, 4] (now)"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, change, named):
+    path = tmp_path / "ckpt.pt"
+    _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)
+    before = path.read_bytes()
+    levels = change.get("levels", 2)
+    train_config = TrainConfig(
+        epochs=2.0, batch_size=32, lr=change.get("lr", 0.05), seed=change.get("seed", 0)
+    )
+    with pytest.raises(ResumeMismatchError, match=re.escape(named)):
+        train(
+            MLP(12, change.get("hidden", [16, 8]), 4, dropout=0.1),
+            toy_dataset(),
+            train_config,
+            MultilevelConfig(levels=levels),
+            checkpoint_path=path,
+            resume=True,
+        )
+    assert path.read_bytes() == before
+
+
+def test_resume_of_a_missing_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*resume=False to start"):
+        _run(MultilevelConfig(), epochs=1.0, checkpoint_path=tmp_path / "typo.pt", resume=True)
 
 
 @pytest.mark.parametrize(

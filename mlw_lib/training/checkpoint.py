@@ -99,6 +99,46 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return path
 
 
+# Settings a resumed run may change: a longer budget, another device, the evaluation batch size.
+RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.eval_batch_size"}
+
+
+class ResumeMismatchError(ValueError):
+    """The checkpoint was written by a run with other settings than the one resuming it."""
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; tuples become lists (as once saved)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_resumable(saved: dict, run_config: dict, path: str | Path) -> None:
+    """Raise ResumeMismatchError naming every setting in which the run that wrote the
+    checkpoint `saved` (at `path`) differs from `run_config`, the run resuming it."""
+    if "config" not in saved:
+        raise ResumeMismatchError(f"checkpoint {path} records no settings; start a fresh run")
+    old, new = _flat(saved["config"]), _flat(run_config)
+    names = sorted((old.keys() | new.keys()) - RESUMABLE_CHANGES)
+    changed = [k for k in names if old.get(k, "unset") != new.get(k, "unset")]
+    if changed:
+        diffs = ", ".join(
+            f"{k} {old.get(k, 'unset')!r} (checkpoint) vs {new.get(k, 'unset')!r} (now)"
+            for k in changed
+        )
+        raise ResumeMismatchError(
+            f"checkpoint {path} was written by a run with other settings: {diffs}. Resume "
+            "with the checkpoint's settings, or start a fresh run (resume=False, or another "
+            "checkpoint path)"
+        )
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """The saved state (weights_only=True: tensors and plain data only)."""
     path = Path(path)

@@ -22,7 +22,7 @@ from ..data.augment import Augment
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
 from .batches import BatchStream
-from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from .checkpoint import TrainingState, check_resumable, load_checkpoint, save_checkpoint
 from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -180,7 +180,9 @@ def train(
 
     With `checkpoint_path`, a checkpoint is written at every evaluation; `resume=True`
     continues from it (same model config required) and ends with the same metrics as an
-    uninterrupted run. A NaN/inf loss raises NonFiniteLossError; the last good checkpoint stays.
+    uninterrupted run; it refuses a checkpoint written with other settings (see
+    `check_resumable`) or a missing one. A NaN/inf loss or evaluation raises
+    NonFiniteLossError; no checkpoint is written from such a state.
     """
     multilevel = multilevel or MultilevelConfig()
     multilevel.check_takes_steps()
@@ -224,13 +226,22 @@ def train(
     budget = config.epochs * stream.batches_per_epoch
     eval_step = config.eval_every * stream.batches_per_epoch
     state = TrainingState(fas, stream, meter, next_eval=eval_step)
-    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state.load_state_dict(load_checkpoint(checkpoint_path))
     run_config = {
         "train": asdict(config),
         "multilevel": multilevel.to_dict(),
         "model": getattr(model, "config", {}),
     }
+    saved_at = None  # work units of the checkpoint on disk that belongs to this run
+    if resume:
+        if checkpoint_path is None or not Path(checkpoint_path).is_file():
+            raise FileNotFoundError(
+                f"resume=True but there is no checkpoint at {checkpoint_path}; check the "
+                "path, or pass resume=False to start a fresh run"
+            )
+        saved = load_checkpoint(checkpoint_path)
+        check_resumable(saved, run_config, checkpoint_path)
+        state.load_state_dict(saved)
+        saved_at = meter.work_units
     product: WidthModel | None = None  # the model of interest at the last evaluation
     if not state.rows:  # the curve's start: the initial net, at zero work and zero time
         start = model if multilevel.model_level == 0 else None  # R^m x needs operators
@@ -250,9 +261,8 @@ def train(
                     fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
                     fas.run_cycle()
             except NonFiniteLossError as error:
-                _explain_non_finite(
-                    error, fas, meter.work_units / stream.batches_per_epoch, checkpoint_path
-                )
+                stop = NonFiniteStop(fas, stream, meter, checkpoint_path, saved_at)
+                stop.explain("loss", error.level, error)
             if meter.work_units <= done_before:  # a cycle must spend work, or this never ends
                 raise RuntimeError(
                     f"a {multilevel.cycle}-cycle spent no work (configuration {multilevel}); "
@@ -263,11 +273,17 @@ def train(
             if meter.work_units < state.next_eval - 1e-9 and not finished:
                 continue
             product = model_of_interest()
-            state.rows.append(_metrics_row(fas, meter, stream, product, (x_test, y_test), config))
+            row = _metrics_row(fas, meter, stream, product, (x_test, y_test), config)
+            bad = [k for k in ("test_loss", "fine_test_loss") if not math.isfinite(row.get(k, 0))]
+            if bad:  # a net that evaluates to NaN/inf is never checkpointed
+                stop = NonFiniteStop(fas, stream, meter, checkpoint_path, saved_at)
+                stop.explain(f"evaluation ({bad[0]} = {row[bad[0]]})", 0)
+            state.rows.append(row)
             while state.next_eval <= meter.work_units + 1e-9:
                 state.next_eval += eval_step
             if checkpoint_path is not None:
                 save_checkpoint({**state.state_dict(), "config": run_config}, checkpoint_path)
+                saved_at = meter.work_units
     if product is None:  # resumed from a finished run: no evaluation happened here
         product = model_of_interest()
     return TrainResult(pd.DataFrame(state.rows), model, fas, meter, product)
@@ -312,17 +328,33 @@ def _metrics_row(
     return row
 
 
-def _explain_non_finite(
-    error: NonFiniteLossError, fas: FASCycle, epoch: float, checkpoint_path
-) -> None:
-    kept = (
-        f"The last good checkpoint is kept at {checkpoint_path}."
-        if checkpoint_path
-        else "No checkpoint was requested (checkpoint_path)."
-    )
-    widths = fas.levels[error.level].model.group_sizes()
-    raise NonFiniteLossError(
-        f"non-finite loss at epoch {epoch:.2f} on level {error.level} (widths {widths}). "
-        f"{kept} Lower that level's learning rate (lr) or check the data for NaN/inf.",
-        error.level,
-    ) from error
+@dataclass
+class NonFiniteStop:
+    """Stops a run whose loss or evaluation is NaN/inf, saying truthfully what is on disk:
+    `saved_at` is the work (WU) of this run's last checkpoint, None if it wrote none."""
+
+    fas: FASCycle
+    stream: BatchStream
+    meter: WorkMeter
+    checkpoint_path: str | Path | None
+    saved_at: float | None
+
+    def explain(self, what: str, level: int, cause: Exception | None = None) -> None:
+        """Raise NonFiniteLossError: `what` went non-finite on `level`, and the fix."""
+        per_epoch = self.stream.batches_per_epoch
+        if self.checkpoint_path is None:
+            kept = "No checkpoint was requested (checkpoint_path)."
+        elif self.saved_at is None:
+            kept = f"This run wrote no checkpoint before it failed ({self.checkpoint_path})."
+        else:
+            kept = (
+                f"The last good checkpoint (epoch {self.saved_at / per_epoch:.2f}) is kept at "
+                f"{self.checkpoint_path}."
+            )
+        widths = self.fas.levels[level].model.group_sizes()
+        raise NonFiniteLossError(
+            f"non-finite {what} at epoch {self.meter.work_units / per_epoch:.2f} on level "
+            f"{level} (widths {widths}). {kept} Lower that level's learning rate (lr) or check "
+            "the data for NaN/inf.",
+            level,
+        ) from cause
