@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn paper
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn paper bad-inputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: data
 
 paper: data
 	MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run-all --params paper
+
+# The table of bad inputs and faults (results/bad_inputs.md), written by the tests that try them.
+bad-inputs: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider tests --bad-inputs-table results/bad_inputs.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlw_lib tests benchmarks notebooks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,11 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
         "-f", "--parameter-file", type=Path, help="YAML file of parameters (name: value)"
     )
     parser.add_argument(
-        "--timeout", type=int, default=3600, help="per-cell execution timeout in seconds"
+        "--timeout",
+        type=int,
+        default=None,
+        help="per-cell execution timeout in seconds (default: none; a training loop that "
+        "stops making progress raises by itself)",
     )
 
 
@@ -72,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one notebook with papermill")
     run.add_argument("name", help="notebook number (01), key (01_mlp_mnist), file or path")
     add_parameter_options(run)
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest unfinished execution of the notebook (killed or failed) "
+        "with its own parameters; finished (method, seed) runs load from their checkpoints",
+    )
 
     run_all = commands.add_parser("run-all", help="run every notebook in order")
     run_all.add_argument(
@@ -81,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "params/SET/<key>.<variant>.yaml",
     )
     run_all.add_argument(
-        "--timeout", type=int, default=3600, help="per-cell execution timeout in seconds"
+        "--timeout",
+        type=int,
+        default=None,
+        help="per-cell execution timeout in seconds (default: none; a training loop that "
+        "stops making progress raises by itself)",
     )
 
     sweep = commands.add_parser(
@@ -130,6 +145,7 @@ def dispatch(args: argparse.Namespace) -> list[Path]:
                 parameters=collect_parameters(args.parameter),
                 parameter_file=args.parameter_file,
                 timeout=args.timeout,
+                resume=args.resume,
             )
         ]
     if args.command == "run-all":
@@ -156,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`: stop the kernel, end cleanly
+        signal.signal(stop, notebooks.stop_executions)
     try:
         written = dispatch(args)
+    except KeyboardInterrupt:
+        again = f"python -m mlw_lib run {args.name} --resume" if args.command == "run" else ""
+        print(f"mlw: interrupted{f'; continue with: {again}' if again else ''}", file=sys.stderr)
+        return 130
     except (ValueError, OSError, yaml.YAMLError) as error:
         print(f"mlw: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -11,8 +11,11 @@ evaluation).
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -23,6 +26,7 @@ from tqdm.auto import tqdm
 from . import tracking
 from .checks import integer
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
+from .notebooks.executions import CHECKPOINT_ENV
 from .reproducibility import CpuContention, seed_everything
 from .training import TrainConfig, TrainResult, classification_loss, train
 
@@ -131,6 +135,7 @@ def compare(
     seeds: Sequence[int],
     log_checkpoints: bool = True,
     models: Mapping[str, Callable[[], WidthModel]] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> Comparison:
     """Train every method for every seed; log each run as a nested MLflow run when a parent
     run is active. The model is built after `seed_everything(seed)`, so all methods of one
@@ -140,8 +145,14 @@ def compare(
     method gets the same FLOPs as the others: its epochs are scaled by the ratio of one
     minibatch's FLOPs of `make_model()` to its own, and its history's `work_units` and
     `epoch` are re-expressed in `make_model()`'s minibatches, so all methods share one axis.
+
+    `checkpoint_dir` (default `$MLW_CHECKPOINT_DIR`, set for headless executions) keeps one
+    checkpoint per (method, seed), written at every evaluation; a run whose checkpoint is
+    there resumes from it (a finished one trains nothing), so a killed comparison re-run with
+    the same settings ends with the same metrics.
     """
     check_plan(train_config, methods, seeds)
+    checkpoint_dir = checkpoint_dir or os.environ.get(CHECKPOINT_ENV) or None
     models = dict(models or {})
     unknown = sorted(set(models) - set(methods))
     if unknown:
@@ -177,8 +188,17 @@ def compare(
             else contextlib.nullcontext()
         )
         with run:
+            path = Path(checkpoint_dir, f"{slug(name)}__seed{seed}.pt") if checkpoint_dir else None
             with CpuContention() as load:
-                result = train(model, data, config, multilevel, description=f"{name} s{seed}")
+                result = train(
+                    model,
+                    data,
+                    config,
+                    multilevel,
+                    checkpoint_path=path,
+                    resume=bool(path and path.is_file()),
+                    description=f"{name} s{seed}",
+                )
             history = result.history.assign(**load.record())
             if name in models:  # work in make_model()'s minibatches
                 factor = flops[name] / reference
@@ -197,6 +217,11 @@ def compare(
         results[(name, seed)] = result
     history = pd.concat(frames, ignore_index=True)
     return Comparison(history, hierarchies, results)
+
+
+def slug(name: str) -> str:
+    """A method name as a file name: 'V-cycle, 3 levels' -> 'V-cycle-3-levels'."""
+    return re.sub(r"[^A-Za-z0-9.+=-]+", "-", name).strip("-")
 
 
 def interleaved(methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:

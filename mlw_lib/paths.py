@@ -27,7 +27,8 @@ def figures_dir(notebook_key: str) -> Path:
 
 
 def runs_dir() -> Path:
-    """Git-ignored folder for executed notebooks, checkpoints and MLflow files."""
-    path = REPO_ROOT / "runs"
+    """Executed notebooks, checkpoints and MLflow files: `$MLW_RUNS_DIR` if set, else the
+    git-ignored `<repo>/runs`."""
+    path = Path(os.environ.get("MLW_RUNS_DIR", REPO_ROOT / "runs")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,14 +1,15 @@
 """MLflow tracking: one SQLite store under the repository, one experiment per notebook.
 
 Layout (absolute paths, independent of the working directory):
-`<repo>/runs/mlflow/mlflow.db` and `<repo>/runs/mlflow/artifacts/<experiment>/`.
-`$MLW_MLFLOW_DIR` moves both (tests point it at a temporary folder); `$MLFLOW_TRACKING_URI`
-overrides the database URI only. Every entry point sets the tracking URI, so each works in a
-fresh process. Browse with the command from `mlflow_ui_command()`.
+`<runs>/mlflow/mlflow.db` and `<runs>/mlflow/artifacts/<experiment>/` (`<runs>`: `<repo>/runs`
+or `$MLW_RUNS_DIR`). `$MLW_MLFLOW_DIR` moves both (tests point it at a temporary folder);
+`$MLFLOW_TRACKING_URI` overrides the database URI only. Every entry point sets the tracking
+URI, so each works in a fresh process. Browse with the command from `mlflow_ui_command()`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -28,17 +29,19 @@ import torch
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from mlw_lib.paths import repo_root
+from mlw_lib.notebooks.executions import EXECUTION_ENV
+from mlw_lib.paths import runs_dir
 from mlw_lib.reproducibility import environment_info, git_info
 
 MAX_PARAM_VALUE_LENGTH = 6000  # MLflow rejects longer parameter values
 MAX_TAG_VALUE_LENGTH = 8000
 _TRUNCATION_MARK = "...[truncated]"
+EXECUTION_TAG = "mlw_execution"  # the headless execution (runs/notebooks/<stem>/<stamp>) of a run
 
 
 def mlflow_dir() -> Path:
-    """Folder of the MLflow database and artifacts: `$MLW_MLFLOW_DIR` or `<repo>/runs/mlflow`."""
-    default = repo_root() / "runs" / "mlflow"
+    """Folder of the MLflow database and artifacts: `$MLW_MLFLOW_DIR` or `<runs_dir>/mlflow`."""
+    default = runs_dir() / "mlflow"
     path = Path(os.environ.get("MLW_MLFLOW_DIR", default)).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -59,8 +62,43 @@ def artifact_root() -> Path:
     return path
 
 
+_READY: set[str] = set()  # stores whose tables this process has seen created
+
+
 def _use_store() -> None:
-    mlflow.set_tracking_uri(tracking_uri())
+    """Point MLflow at the store; the first time in a process, create its tables under a file
+    lock, so that two first runs on a fresh store do not race to create them."""
+    uri, chosen = tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if chosen is None:  # MLflow also exports it: a later MLW_MLFLOW_DIR would be ignored
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if uri in _READY or not uri.startswith("sqlite:///"):
+        return
+    lock_file = Path(uri.removeprefix("sqlite:///")).with_suffix(".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow.MlflowClient().search_experiments(max_results=1)  # creates the tables once
+    _READY.add(uri)
+
+
+def store_exists() -> bool:
+    """True unless the store is a SQLite file that does not exist yet."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def end_runs_of_execution(execution_id: str, status: str = "KILLED") -> list[str]:
+    """End every run tagged `mlw_execution = execution_id` that is still RUNNING with
+    `status` (e.g. after its kernel was killed); return their ids."""
+    _use_store()
+    client = mlflow.MlflowClient()
+    ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    query = f"tags.{EXECUTION_TAG} = '{execution_id}' and attributes.status = 'RUNNING'"
+    runs = client.search_runs(ids, query) if ids else []
+    for run in runs:
+        client.set_terminated(run.info.run_id, status)
+    return [run.info.run_id for run in runs]
 
 
 def experiment_name(notebook_key: str) -> str:
@@ -132,10 +170,12 @@ def notebook_run(
     Logs `params` (values stringified, truncated to MLflow's 6000 characters), sets the tags
     git_commit, git_dirty, notebook (`notebooks/<key>.ipynb`) and the caller's `tags` (which
     win), and with `log_environment` logs `environment.json` (see `environment_info`).
-    The run ends FAILED if the body raises.
+    The run ends FAILED if the body raises, KILLED if it is interrupted.
     """
     experiment_id = get_or_create_experiment(experiment_name(notebook_key))
     all_tags = {**git_info(), "notebook": f"notebooks/{notebook_key}.ipynb", **(tags or {})}
+    if os.environ.get(EXECUTION_ENV):  # a headless execution: ended by its runner if killed
+        all_tags[EXECUTION_TAG] = os.environ[EXECUTION_ENV]
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name, tags=_tags_for_mlflow(all_tags)
     ) as run:
@@ -143,7 +183,8 @@ def notebook_run(
             mlflow.log_params(_params_for_mlflow(params))
         if log_environment:
             mlflow.log_dict(environment_info(), "environment.json")
-        yield run
+        with _killed_on_interrupt():
+            yield run
 
 
 @contextmanager
@@ -154,14 +195,16 @@ def child_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Nested run (e.g. one seed or level) under the active run, in the same experiment.
 
-    Inherits the parent's git_commit, git_dirty and notebook tags; logs `params` like
+    Inherits the parent's git_commit, git_dirty, notebook and mlw_execution tags; logs `params` like
     `notebook_run`.
     """
     parent = _require_active_run()
     _use_store()
     parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
     inherited = {
-        k: v for k, v in parent_tags.items() if k in ("git_commit", "git_dirty", "notebook")
+        k: v
+        for k, v in parent_tags.items()
+        if k in ("git_commit", "git_dirty", "notebook", EXECUTION_TAG)
     }
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,
@@ -171,7 +214,19 @@ def child_run(
     ) as run:
         if params:
             mlflow.log_params(_params_for_mlflow(params))
-        yield run
+        with _killed_on_interrupt():
+            yield run
+
+
+@contextmanager
+def _killed_on_interrupt() -> Iterator[None]:
+    """End the active run KILLED, not FAILED, when the body is interrupted (Ctrl-C, `kill`,
+    or a headless run's runner interrupting its kernel)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
 
 
 def log_history(history: pd.DataFrame, step_column: str = "epoch") -> None:

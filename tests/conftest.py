@@ -1,5 +1,7 @@
+import contextlib
 import io
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -72,3 +74,73 @@ def empty_mirror(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     path.mkdir()
     monkeypatch.setenv("MLW_DATA_MIRROR", str(path))
     return path
+
+
+# --- the table of bad inputs and faults ---------------------------------------------------------
+# Tests of bad input take the `refusals` fixture and check each case through it; run
+# `pytest tests --bad-inputs-table results/bad_inputs.md` (`make bad-inputs`) to write what
+# each case shows a user. The table is written only when every test passed.
+CASES: list[tuple[str, str, str, str]] = []  # (test, what the user did, what they see, verdict)
+TEMPORARY = re.compile(r"/tmp/pytest-of-[^/\s]+/pytest-\d+/[^/\s]+")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bad-inputs-table",
+        metavar="PATH",
+        help="write the bad inputs and faults the tests try (what, message, verdict) to PATH",
+    )
+
+
+class Refusals:
+    """Checks one bad input or fault of a test and records it for the table."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    @contextlib.contextmanager
+    def error(self, what: str, kind: type[BaseException], match: str) -> Iterator[object]:
+        """`pytest.raises(kind, match=match)` around doing `what`; records the message."""
+        with pytest.raises(kind, match=match) as caught:
+            yield caught
+        self.seen(what, f"{type(caught.value).__name__}: {caught.value}")
+
+    def seen(self, what: str, message: str, verdict: str = "clear error") -> None:
+        """Record `message`, what a user saw after `what` (checked by the test)."""
+        CASES.append((self.test, what, message, verdict))
+
+    def behaviour(self, what: str, outcome: str) -> None:
+        """Record a fault whose handling is a tested behaviour rather than an error."""
+        self.seen(what, outcome, "tested behaviour")
+
+
+@pytest.fixture
+def refusals(request: pytest.FixtureRequest) -> Refusals:
+    return Refusals(request.node.nodeid)
+
+
+def _cell(text: str) -> str:
+    text = TEMPORARY.sub("<tmp>", " ".join(str(text).split()))
+    return text.replace(str(Path(__file__).resolve().parents[1]), "<repo>").replace("|", "\\|")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--bad-inputs-table")
+    if not path:
+        return
+    if exitstatus != 0 or not CASES:
+        print(f"\n--bad-inputs-table: not written ({len(CASES)} cases, a test failed or none ran)")
+        return
+    rows = [
+        f"| {n} | {_cell(what)} | {_cell(seen)} | {verdict} | `{test.split('::')[0]}` |"
+        for n, (test, what, seen, verdict) in enumerate(CASES, 1)
+    ]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(
+        "# Bad inputs and faults\n\nWritten by `make bad-inputs` (`pytest tests "
+        f"--bad-inputs-table {path}`) from the tests that try each case; every row passed.\n\n"
+        "| # | what the user does | what the user sees | verdict | test |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n",
+        encoding="utf-8",
+    )

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import nbformat
 import torch
 
 from mlw_lib.models import MLP
@@ -115,3 +116,24 @@ def restricted_levels(
     policy = tau_policy(tau_mode, 1.0, convention, classification_loss)
     coarse.tau = policy.linear_term(fine, coarse, batches, transition.transfers, meter)
     return fine, coarse, transition, meter
+
+
+def code_cell(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
+    """A code cell, optionally tagged."""
+    cell = nbformat.v4.new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+def write_notebook(path: Path, cells: list[nbformat.NotebookNode]) -> Path:
+    """Write a python3 notebook made of `cells` to `path`."""
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, path)
+    return path

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,7 @@ from mlw_lib.data import (
     InMemoryDataset,
     load_mnist,
 )
+from mlw_lib.data.files import DataRootError
 from mlw_lib.data.mnist import MNIST_DATA
 
 if TYPE_CHECKING:
@@ -59,6 +64,10 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def _copy_gz(dest: Path) -> Path:
     """A writable copy of the MNIST part of the mirror under `dest`."""
     for rel in GZ_FILES:
@@ -75,6 +84,27 @@ def _flip_bytes(path: Path, offset: int = 100) -> None:
 
 def _leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.part")] if folder.exists() else []
+
+
+@contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """`folder` and all in it read-only for the block: write bits cleared, and `chattr +i` as
+    root (whom modes do not stop); skips the test where neither makes it so."""
+    paths = [folder, *folder.rglob("*")]
+    chattr = os.geteuid() == 0 and shutil.which("chattr")
+    for path in paths:
+        path.chmod(path.stat().st_mode & ~0o222)
+    if chattr:
+        subprocess.run([chattr, "-R", "+i", folder], capture_output=True, check=False)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip(f"cannot make {folder} read-only here")
+        yield
+    finally:
+        if chattr:
+            subprocess.run([chattr, "-R", "-i", folder], capture_output=True, check=False)
+        for path in paths:
+            path.chmod(path.stat().st_mode | 0o200)
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -180,7 +210,7 @@ def test_non_integer_subset(empty_mirror: Path) -> None:
 
 
 def test_offline_without_data_names_the_fix(
-    root: Path, empty_mirror: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, empty_mirror: Path, monkeypatch: pytest.MonkeyPatch, refusals
 ) -> None:
     with pytest.raises(DataUnavailableError) as err:
         load_mnist()
@@ -191,6 +221,7 @@ def test_offline_without_data_names_the_fix(
     assert str(root) in msg and str(empty_mirror) in msg
     assert "export MLW_DATA_MIRROR=" in msg and "network disabled" in msg
     assert not _leftovers(root)
+    refusals.seen("load MNIST offline, with a mirror that lacks it", msg)
 
     monkeypatch.delenv("MLW_DATA_MIRROR")
     with pytest.raises(DataUnavailableError, match=r"\$MLW_DATA_MIRROR is not set"):
@@ -199,7 +230,7 @@ def test_offline_without_data_names_the_fix(
 
 @needs_mirror
 def test_corrupt_mirror_file_is_refused(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusals
 ) -> None:
     bad_mirror = _copy_gz(tmp_path / "bad_mirror")
     bad = bad_mirror / "MNIST/raw/train-labels-idx1-ubyte.gz"
@@ -216,11 +247,12 @@ def test_corrupt_mirror_file_is_refused(
     assert not (root / "MNIST/raw/train-labels-idx1-ubyte.gz").exists()
     assert not (root / "MNIST/raw/train-labels-idx1-ubyte").exists()
     assert not _leftovers(root) and _snapshot(bad_mirror) == before
+    refusals.seen("load MNIST from a mirror holding a bit-flipped file", msg)
 
 
 @needs_mirror
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_corrupt_cache_file_is_refused_then_repaired(root: Path, suffix: str) -> None:
+def test_corrupt_cache_file_is_refused_then_repaired(root: Path, suffix: str, refusals) -> None:
     load_mnist(train_subset=10, test_subset=10)
     cached = root / f"MNIST/raw/t10k-labels-idx1-ubyte{suffix}"
     if suffix:  # the .gz is only read when its idx file is missing
@@ -233,6 +265,7 @@ def test_corrupt_cache_file_is_refused_then_repaired(root: Path, suffix: str) ->
     expected = RAW["MNIST/raw/t10k-labels-idx1-ubyte"][1 if suffix else 0]
     assert str(cached) in msg and expected in msg and actual in msg
     assert f"rm '{cached}'" in msg
+    refusals.seen(f"load MNIST with a corrupt cached file{suffix and ' (.gz)'}", msg)
     cached.unlink()  # the fix the message names
     ds = load_mnist(train_subset=10, test_subset=10)
     assert ds.info.origin == f"mirror:{MIRROR}" and ds.y_train.tolist() == FIRST_TRAIN_LABELS
@@ -267,14 +300,87 @@ def test_download_path_and_its_provenance(
 
 
 def test_corrupt_download_is_refused_and_deleted(
-    root: Path, empty_mirror: Path, network: FakeNetwork
+    root: Path, empty_mirror: Path, network: FakeNetwork, refusals
 ) -> None:
     for base in MNIST.mirrors:
         for name, _ in MNIST.resources:
             network.served[base + name] = gzip.compress(b"<html>not the file</html>")
-    with pytest.raises(ChecksumError, match="expected md5 [0-9a-f]{32}, got [0-9a-f]{32}"):
+    what = "download MNIST and receive an HTML page instead of the archive"
+    with refusals.error(what, ChecksumError, "expected md5 [0-9a-f]{32}, got [0-9a-f]{32}"):
         load_mnist()
     assert not list((root / "MNIST/raw").glob("*.gz")) and not _leftovers(root)
+
+
+# --- the data root: never the mirror, and an unwritable one names the fix -----------------
+
+
+@needs_mirror
+@pytest.mark.parametrize("where", ["mirror", "inside", "link", "above"])
+def test_data_root_overlapping_the_mirror_is_refused_before_writing(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, refusals
+) -> None:
+    mirror = _copy_gz(tmp_path / "mirror")
+    (tmp_path / "link").symlink_to(mirror)
+    data = {"mirror": mirror, "inside": mirror / "data", "link": tmp_path / "link"}
+    monkeypatch.setenv("MLW_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("MLW_DATA_ROOT", str(data.get(where, tmp_path)))
+    before = _snapshot(tmp_path), _contents(tmp_path)
+    with pytest.raises(DataRootError) as err:
+        load_mnist(train_subset=10, test_subset=10)
+    msg = str(err.value)
+    assert isinstance(err.value, ValueError) and str(mirror) in msg
+    assert "$MLW_DATA_ROOT=" in msg and "$MLW_DATA_MIRROR=" in msg
+    assert "Fix: point MLW_DATA_ROOT at a writable folder outside MLW_DATA_MIRROR" in msg
+    # nothing created, modified or deleted, in the mirror or anywhere
+    assert (_snapshot(tmp_path), _contents(tmp_path)) == before
+    relation = {"mirror": "is", "inside": "lies inside", "link": "links to", "above": "holds"}
+    refusals.seen(f"an MLW_DATA_ROOT that {relation[where]} MLW_DATA_MIRROR", msg)
+
+
+@needs_mirror
+@pytest.mark.parametrize("via", ["mirror", "download"])
+def test_unwritable_data_root_names_the_fix(
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    network: FakeNetwork,
+    via: str,
+    refusals,
+) -> None:
+    (tmp_path / "file").write_text("a file, so no folder can be made under it")
+    monkeypatch.setenv("MLW_DATA_ROOT", str(unwritable := tmp_path / "file" / "data"))
+    if via == "download":  # the download would succeed, but has nowhere to go
+        (tmp_path / "empty").mkdir()
+        monkeypatch.setenv("MLW_DATA_MIRROR", str(tmp_path / "empty"))
+        for rel in GZ_FILES:
+            network.served[MNIST.mirrors[0] + Path(rel).name] = (MIRROR / rel).read_bytes()
+    with pytest.raises(DataRootError) as err:
+        load_mnist(train_subset=10, test_subset=10)
+    msg = str(err.value)
+    assert f"Cannot write into $MLW_DATA_ROOT={unwritable}: " in msg
+    assert "Fix: point MLW_DATA_ROOT at a writable folder" in msg
+    assert isinstance(err.value.__cause__, OSError)
+    refusals.seen(f"an MLW_DATA_ROOT that cannot be written, data from the {via}", msg)
+
+
+@needs_mirror
+@pytest.mark.parametrize("missing", ["", ".gz"])
+def test_read_only_data_root_loads_what_it_holds_and_names_the_fix_for_the_rest(
+    root: Path, missing: str
+) -> None:
+    load_mnist(train_subset=10, test_subset=10)
+    (root / "provenance.json").unlink()  # as if filled by hand: the record cannot be written
+    with _read_only(root):
+        ds = load_mnist(train_subset=10, test_subset=10)
+    assert (ds.info.source, ds.info.origin) == ("cache", f"local:{root}")
+    assert ds.y_train.tolist() == FIRST_TRAIN_LABELS and not (root / "provenance.json").exists()
+    lost = [root / f"MNIST/raw/t10k-labels-idx1-ubyte{suffix}" for suffix in {"", missing}]
+    for path in lost:  # to be extracted from its .gz, or copied from the mirror too
+        path.unlink()
+    with _read_only(root), pytest.raises(DataRootError) as err:
+        load_mnist(train_subset=10, test_subset=10)
+    assert f"Cannot write into $MLW_DATA_ROOT={root}: " in str(err.value)
+    assert not any(path.exists() for path in lost) and not _leftovers(root)
 
 
 def test_info_rejects_unknown_source() -> None:

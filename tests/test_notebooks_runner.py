@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import code_cell, write_notebook
 
 from mlw_lib import notebooks
 from mlw_lib.__main__ import parse_grid_values, parse_value
@@ -30,27 +31,6 @@ WORK_SOURCE = (
     'print(f"result={result} b={b}")'
 )
 ENVIRONMENT_SOURCE = "import sys\nprint(sys.version)"
-
-
-def code_cell(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
-    """A code cell, optionally tagged."""
-    cell = nbformat.v4.new_code_cell(source)
-    if tags:
-        cell.metadata["tags"] = tags
-    return cell
-
-
-def write_notebook(path: Path, cells: list[nbformat.NotebookNode]) -> Path:
-    """Write a python3 notebook made of `cells` to `path`."""
-    notebook = nbformat.v4.new_notebook(cells=cells)
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, path)
-    return path
 
 
 @pytest.fixture
@@ -247,10 +227,11 @@ def test_run_notebook_failure_names_the_partially_executed_copy(tiny: Path, tmp_
     out = tmp_path / "runs"
     with pytest.raises(notebooks.NotebookExecutionError) as caught:
         notebooks.run_notebook(tiny, parameters={"fail": True}, output_dir=out, timeout=60)
-    expected = out / "01_tiny.ipynb"
+    (expected,) = out.glob("01_tiny/*/notebook.ipynb")  # this execution's own copy
     assert str(expected) in str(caught.value) and "asked to fail" in str(caught.value)
     assert caught.value.output_path == expected
     assert "asked to fail" in executed_text(expected)
+    assert not (out / "01_tiny.ipynb").exists(), "only a successful run becomes the latest copy"
 
 
 def test_run_notebook_enforces_the_cell_timeout(tiny: Path, tmp_path: Path) -> None:
@@ -271,7 +252,7 @@ def test_run_sweep_writes_one_copy_per_grid_point(tiny: Path, tmp_path: Path) ->
         "01_tiny__a=2_b=x.ipynb",
         "01_tiny__a=2_b=y-z.ipynb",
     ]
-    assert sorted(p.name for p in out.iterdir()) == names
+    assert sorted(p.name for p in out.glob("*.ipynb")) == names
     assert "result=20 b=y z" in executed_text(out / "01_tiny__a=2_b=y-z.ipynb")
 
 
@@ -375,20 +356,24 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_unknown_parameter_exits_2_with_one_clear_line(tiny: Path, tmp_path: Path) -> None:
+def test_cli_unknown_parameter_exits_2_with_one_clear_line(
+    tiny: Path, tmp_path: Path, refusals
+) -> None:
     result = run_cli("run", str(tiny), "-p", "a", "3", "-p", "epochz", "1", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "epochz" in lines[0] and "valid parameters: a, b, fail, sleep" in lines[0]
+    refusals.seen("python -m mlw_lib run 01 -p epochz 1 (a typo)", lines[0] + " (exit 2)")
 
 
-def test_cli_unknown_notebook_exits_2(tmp_path: Path) -> None:
-    result = run_cli("run", "no_such_notebook", cwd=tmp_path)
+def test_cli_unknown_notebook_exits_2(tmp_path: Path, refusals) -> None:
+    result = run_cli("run", "99", cwd=tmp_path)
     assert result.returncode == 2
-    assert "unknown notebook 'no_such_notebook'" in result.stderr
+    assert "unknown notebook '99'" in result.stderr
     assert "Traceback" not in result.stderr
+    refusals.seen("python -m mlw_lib run 99", result.stderr.strip() + " (exit 2)")
 
 
 def test_cli_values_are_yaml() -> None:
@@ -418,3 +403,11 @@ def test_kernel_gets_absolute_folders_and_the_caller_keeps_its_environment(
         assert "MLW_MLFLOW_DIR" not in os.environ and os.environ["MPLBACKEND"] == "Agg"
     assert os.environ["MLW_FIGURES_DIR"] == "figures/paper"
     assert "MPLBACKEND" not in os.environ
+
+
+def test_the_cli_sets_no_cell_timeout_unless_asked() -> None:
+    # A paper run's training cell takes hours; a default limit once killed one after 3600 s.
+    from mlw_lib.__main__ import build_parser
+
+    assert build_parser().parse_args(["run", "01"]).timeout is None
+    assert build_parser().parse_args(["run-all", "--timeout", "5"]).timeout == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -204,10 +205,9 @@ def test_default_paths_are_absolute_and_env_overridable(
     assert tracking.artifact_root() == tmp_path / "m" / "artifacts"
     assert tracking.artifact_root().is_dir()
     monkeypatch.delenv("MLW_MLFLOW_DIR")
-    repo = tmp_path / "repo"  # stands in for the repository root: keep the real one clean
-    monkeypatch.setattr(tracking, "repo_root", lambda: repo)
-    assert tracking.artifact_root() == repo / "runs" / "mlflow" / "artifacts"
-    assert tracking.tracking_uri() == f"sqlite:///{(repo / 'runs/mlflow/mlflow.db').as_posix()}"
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path / "runs"))  # keep the repository clean
+    assert tracking.artifact_root() == tmp_path / "runs" / "mlflow" / "artifacts"
+    assert tracking.tracking_uri() == f"sqlite:///{(tmp_path / 'runs/mlflow/mlflow.db').as_posix()}"
 
 
 def test_experiment_name_and_ui_command() -> None:
@@ -244,3 +244,14 @@ def test_git_info_commit_and_dirty_state(tmp_path: Path) -> None:
 def test_git_info_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
     assert git_info() == {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def test_a_second_store_is_used_after_the_first(tmp_path: Path, monkeypatch) -> None:
+    # MLflow exports the URI it is given; the next MLW_MLFLOW_DIR must still win.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("first", "second"):
+        monkeypatch.setenv("MLW_MLFLOW_DIR", str(tmp_path / name))
+        with tracking.notebook_run("99_stores", log_environment=False):
+            pass
+        assert (tmp_path / name / "mlflow.db").is_file()
+    assert "MLFLOW_TRACKING_URI" not in os.environ

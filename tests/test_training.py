@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,15 +70,16 @@ def _nan_inputs():
     return data
 
 
-def test_nan_loss_keeps_this_runs_last_checkpoint_and_says_so(tmp_path):
+def test_nan_loss_keeps_this_runs_last_checkpoint_and_says_so(tmp_path, refusals):
     path = tmp_path / "ckpt.pt"
     config = MultilevelConfig(levels=2)
     _run(config, epochs=1.0, checkpoint_path=path)
     before = path.read_bytes()
     seed_everything(0)
-    with pytest.raises(
+    with refusals.error(
+        "NaN inputs after a checkpoint was written (resumed run)",
         NonFiniteLossError,
-        match=r"loss at epoch 1\.\d+ on level 0.*last good checkpoint \(epoch 1\.\d+\) is kept",
+        r"loss at epoch 1\.\d+ on level 0.*last good checkpoint \(epoch 1\.\d+\) is kept",
     ):
         train(
             MLP(12, [16, 8], 4, dropout=0.1),
@@ -89,12 +92,13 @@ def test_nan_loss_keeps_this_runs_last_checkpoint_and_says_so(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
+def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path, refusals):
     path = tmp_path / "ckpt.pt"
     _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)  # another run's file
     before = path.read_bytes()
     seed_everything(0)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0\.\d+ on level 0.*wrote no checkpoint"):
+    what = "NaN inputs before this run wrote a checkpoint (another run's file is there)"
+    with refusals.error(what, NonFiniteLossError, r"epoch 0\.\d+ on level 0.*wrote no checkpoint"):
         train(
             MLP(12, [16, 8], 4),
             _nan_inputs(),
@@ -105,11 +109,12 @@ def test_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_a_net_that_evaluates_to_nan_is_never_checkpointed(tmp_path):
+def test_a_net_that_evaluates_to_nan_is_never_checkpointed(tmp_path, refusals):
     data = toy_dataset()
     data.x_test[0] = float("nan")
     path = tmp_path / "ckpt.pt"
-    with pytest.raises(NonFiniteLossError, match=r"evaluation \(test_loss = nan\) at epoch 1"):
+    what = "an evaluation that gives NaN (a NaN test input)"
+    with refusals.error(what, NonFiniteLossError, r"evaluation \(test_loss = nan\) at epoch 1"):
         train(MLP(12, [8], 4), data, TrainConfig(epochs=2.0, batch_size=32), checkpoint_path=path)
     assert not path.exists()
 
@@ -123,7 +128,7 @@ def test_a_net_that_evaluates_to_nan_is_never_checkpointed(tmp_path):
         ({"hidden": [16, 4]}, "model.hidden [16, 8] (checkpoint) vs [16, 4] (now)"),
     ],
 )
-def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, change, named):
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, change, named, refusals):
     path = tmp_path / "ckpt.pt"
     _run(MultilevelConfig(levels=2), epochs=1.0, checkpoint_path=path)
     before = path.read_bytes()
@@ -131,7 +136,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, change, named):
     train_config = TrainConfig(
         epochs=2.0, batch_size=32, lr=change.get("lr", 0.05), seed=change.get("seed", 0)
     )
-    with pytest.raises(ResumeMismatchError, match=re.escape(named)):
+    what = f"train(..., resume=True) from a checkpoint written with other settings ({change})"
+    with refusals.error(what, ResumeMismatchError, re.escape(named)):
         train(
             MLP(12, change.get("hidden", [16, 8]), 4, dropout=0.1),
             toy_dataset(),
@@ -143,30 +149,32 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, change, named):
     assert path.read_bytes() == before
 
 
-def test_resume_of_a_missing_checkpoint_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*resume=False to start"):
+def test_resume_of_a_missing_checkpoint_is_an_error(tmp_path, refusals):
+    what = "train(..., checkpoint_path=<mistyped>, resume=True)"
+    with refusals.error(what, FileNotFoundError, "no checkpoint at .*resume=False to start"):
         _run(MultilevelConfig(), epochs=1.0, checkpoint_path=tmp_path / "typo.pt", resume=True)
 
 
 @pytest.mark.parametrize(
-    ("make", "message"),
+    ("code", "message"),
     [
-        (lambda: MLP(12, [16, 0], 4), "positive integers"),
-        (lambda: MLP(12, [16, 2.5], 4), "positive integers"),
-        (lambda: MLP(12, 16, 4), "list of positive integers"),
-        (lambda: MLP(12, [16], 4, activation="swish"), "unknown activation"),
-        (lambda: MultilevelConfig(convention="sum_sum"), "unknown convention"),
-        (lambda: MultilevelConfig(cycle="X"), "unknown cycle"),
-        (lambda: MultilevelConfig(ratio=1.0), r"ratio must be a finite number in \(0, 1\)"),
-        (lambda: MultilevelConfig(ratio=0.0), r"ratio must be a finite number in \(0, 1\)"),
-        (lambda: MultilevelConfig(levels=0), "levels must be a positive integer"),
-        (lambda: TrainConfig(optimizer="lbfgs"), "unknown optimizer"),
-        (lambda: TrainConfig(lr=[0.1, 0.2]).level_lrs(3), "one per level"),
+        ("MLP(12, [16, 0], 4)", "positive integers"),
+        ("MLP(12, [16, 2.5], 4)", "positive integers"),
+        ("MLP(12, 16, 4)", "list of positive integers"),
+        ('MLP(12, [16], 4, activation="swish")', "unknown activation"),
+        ('MultilevelConfig(convention="sum_sum")', "unknown convention"),
+        ('MultilevelConfig(cycle="X")', "unknown cycle"),
+        ("MultilevelConfig(ratio=1.0)", r"ratio must be a finite number in \(0, 1\)"),
+        ("MultilevelConfig(ratio=0.0)", r"ratio must be a finite number in \(0, 1\)"),
+        ("MultilevelConfig(levels=0)", "levels must be a positive integer"),
+        ('TrainConfig(optimizer="lbfgs")', "unknown optimizer"),
+        ("TrainConfig(lr=[0.1, 0.2]).level_lrs(3)", "one per level"),
     ],
 )
-def test_bad_input_gets_a_clear_error(make, message):
-    with pytest.raises(ValueError, match=message):
-        make()
+def test_bad_input_gets_a_clear_error(code, message, refusals):
+    names = {"MLP": MLP, "MultilevelConfig": MultilevelConfig, "TrainConfig": TrainConfig}
+    with refusals.error(code, ValueError, message):
+        eval(code, names)  # the code a user would write
 
 
 def test_more_levels_than_coarsening_can_produce():
@@ -283,3 +291,22 @@ def test_wall_time_is_the_real_training_time(monkeypatch, levels):
     phases = [c for c in history.columns if c.startswith("time_")]
     assert "time_other" in phases
     assert last[phases].sum() == pytest.approx(last["wall_time"])
+
+
+class _Payload:
+    """Pickles into a call of `Path.touch(marker)`: what a crafted checkpoint could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_cannot_run_code_on_resume(tmp_path, refusals):
+    marker, path = tmp_path / "code-ran", tmp_path / "ckpt.pt"
+    torch.save({"model": _Payload(marker)}, path)
+    what = "train(..., resume=True) of a crafted checkpoint that runs code when unpickled"
+    with refusals.error(what, pickle.UnpicklingError, "Weights only load failed"):
+        _run(MultilevelConfig(), epochs=1.0, checkpoint_path=path, resume=True)
+    assert not marker.exists()

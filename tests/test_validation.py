@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,11 @@ from mlw_lib.paths import repo_root
 from mlw_lib.training import TrainConfig, train
 
 MNIST_NOTEBOOK = repo_root() / "notebooks" / "01_mlp_mnist.ipynb"
+
+
+def call(fields: dict) -> str:
+    """{"lr": 0} -> "lr=0"."""
+    return ", ".join(f"{name}={value!r}" for name, value in fields.items())
 
 
 @pytest.mark.parametrize(
@@ -51,8 +57,8 @@ MNIST_NOTEBOOK = repo_root() / "notebooks" / "01_mlp_mnist.ipynb"
         ({"schedule": "step"}, "unknown schedule 'step'; choose one of ['constant', 'cosine']"),
     ],
 )
-def test_train_config_refuses_bad_fields(fields: dict, message: str) -> None:
-    with pytest.raises(ValueError, match="^" + re.escape(message)):
+def test_train_config_refuses_bad_fields(fields: dict, message: str, refusals) -> None:
+    with refusals.error(f"TrainConfig({call(fields)})", ValueError, "^" + re.escape(message)):
         TrainConfig(**fields)
 
 
@@ -69,8 +75,9 @@ def test_train_config_refuses_bad_fields(fields: dict, message: str) -> None:
         ({"tau": True}, "unknown tau True; choose one of"),
     ],
 )
-def test_multilevel_config_refuses_bad_fields(fields: dict, message: str) -> None:
-    with pytest.raises(ValueError, match="^" + re.escape(message)):
+def test_multilevel_config_refuses_bad_fields(fields: dict, message: str, refusals) -> None:
+    what = f"MultilevelConfig({call(fields)})"
+    with refusals.error(what, ValueError, "^" + re.escape(message)):
         MultilevelConfig(**fields)
 
 
@@ -81,9 +88,12 @@ def test_multilevel_config_refuses_bad_fields(fields: dict, message: str) -> Non
         ({"nu_pre": 0, "nu_post": 0, "levels": 2}, "nu_pre=0 with levels=2 takes no optimizer"),
     ],
 )
-def test_training_that_takes_no_step_is_refused_instead_of_hanging(fields, message) -> None:
+def test_training_that_takes_no_step_is_refused_instead_of_hanging(
+    fields, message, refusals
+) -> None:
     config = MultilevelConfig(**fields)  # allowed as a cycle: the invariant tests use it
-    with pytest.raises(ValueError, match=message):
+    what = f"train(..., MultilevelConfig({call(fields)})) (used to hang forever)"
+    with refusals.error(what, ValueError, message):
         train(MLP(12, [8], 4), toy_dataset(), TrainConfig(epochs=1), config)
     with pytest.raises(ValueError, match="method 'm': " + message):
         check_plan(TrainConfig(), {"m": config}, [0])
@@ -109,8 +119,10 @@ def test_configs_that_take_a_step_are_accepted() -> None:
         ),
     ],
 )
-def test_a_plan_that_would_fail_part_way_is_refused(seeds, methods, message) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_a_plan_that_would_fail_part_way_is_refused(seeds, methods, message, refusals) -> None:
+    levels = [config.levels for config in methods.values()]
+    what = f"compare(..., lr=[0.1, 0.1], levels {levels}, seeds={seeds!r})"
+    with refusals.error(what, ValueError, message):
         check_plan(TrainConfig(lr=[0.1, 0.1]), methods, seeds)
 
 
@@ -122,16 +134,18 @@ def test_compare_checks_its_plan_before_the_first_run(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_on_a_machine_without_it_is_refused_with_the_fix() -> None:
-    with pytest.raises(ValueError, match="has no CUDA device; set device to 'cpu'"):
+def test_cuda_on_a_machine_without_it_is_refused_with_the_fix(refusals) -> None:
+    what = "compare(...) with device='cuda' on a machine without CUDA"
+    with refusals.error(what, ValueError, "has no CUDA device; set device to 'cpu'"):
         check_plan(TrainConfig(device="cuda"), {"single-level": MultilevelConfig()}, [0])
 
 
 def test_a_cycle_that_spends_no_work_raises_instead_of_hanging(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, refusals
 ) -> None:
     monkeypatch.setattr(FASCycle, "run_cycle", lambda self: None)
-    with pytest.raises(RuntimeError, match="spent no work.*would never end"):
+    what = "a training loop whose cycle makes no progress (simulated)"
+    with refusals.error(what, RuntimeError, "spent no work.*would never end"):
         train(MLP(12, [8], 4), toy_dataset(), TrainConfig(epochs=1, batch_size=32))
 
 
@@ -158,7 +172,7 @@ def test_numbers_in_any_notation_at_any_depth_are_numbers(tmp_path: Path) -> Non
         ({"levels": 2}, r"levels = 2 \(int\) .*expected a list like \[1, 2, 3\]"),
         ({"ratio": "0.5"}, "ratio = '0.5' .*expected a finite number like 0.5"),
         ({"batch_size": 32.5}, "batch_size = 32.5 .*expected an integer like 128"),
-        ({"eval_every": float("inf")}, "eval_every = inf .*expected a finite number"),
+        ({"epochs": float("inf")}, "epochs = inf .*expected a finite number"),
         ({"lr": ["a", 0.1]}, r"lr = \['a', 0.1\] .*expected a list of floats"),
         ({"hidden": [512, 2.5]}, "hidden = .*expected a list of ints like"),
         ({"tau": 1}, "tau = 1 .*expected a string like 'cycle'"),
@@ -166,8 +180,12 @@ def test_numbers_in_any_notation_at_any_depth_are_numbers(tmp_path: Path) -> Non
         ({"train_subset": 0.5}, "train_subset = 0.5 .*expected an integer like 0"),
     ],
 )
-def test_parameter_values_of_the_wrong_type_are_refused(params: dict, message: str) -> None:
-    with pytest.raises(notebooks.ParameterTypeError, match=message):
+def test_parameter_values_of_the_wrong_type_are_refused(
+    params: dict, message: str, refusals
+) -> None:
+    ((name, value),) = params.items()
+    what = f"python -m mlw_lib run 01 -p {name} {value!r} (or in a -f file)"
+    with refusals.error(what, notebooks.ParameterTypeError, message):
         notebooks.validate_parameters(MNIST_NOTEBOOK, params)
 
 
@@ -187,18 +205,22 @@ def test_parameter_values_of_a_compatible_type_are_accepted() -> None:
         ("a: [1, 2\n", "is not valid YAML"),
     ],
 )
-def test_bad_parameter_files_name_the_problem(tmp_path: Path, content, message: str) -> None:
+def test_bad_parameter_files_name_the_problem(
+    tmp_path: Path, content, message: str, refusals
+) -> None:
     path = tmp_path / "params.yaml"
     if content is None:
         path.mkdir()
     else:
         path.write_text(content, encoding="utf-8")
-    with pytest.raises(notebooks.ParameterFileError, match=message):
+    what = "run -f params.yaml, " + ("a folder" if content is None else f"holding {content!r}")
+    with refusals.error(what, notebooks.ParameterFileError, message):
         notebooks.load_parameter_file(path)
 
 
-def test_a_sweep_checks_every_grid_point_before_the_first_run(tmp_path: Path) -> None:
-    with pytest.raises(notebooks.ParameterTypeError, match="epochs = 'x'"):
+def test_a_sweep_checks_every_grid_point_before_the_first_run(tmp_path: Path, refusals) -> None:
+    what = "python -m mlw_lib sweep 01 -g epochs 1,x"
+    with refusals.error(what, notebooks.ParameterTypeError, "epochs = 'x'"):
         notebooks.run_sweep(MNIST_NOTEBOOK, {"epochs": [1, "x"]}, output_dir=tmp_path)
     assert not list(tmp_path.iterdir()), "nothing ran"
 
@@ -212,7 +234,7 @@ def test_a_sweep_checks_every_grid_point_before_the_first_run(tmp_path: Path) ->
         ["sweep", "01", "-g", "seeds", "[[], [1]]"],
     ],
 )
-def test_cli_user_errors_are_one_line_before_any_heavy_import(args: list[str]) -> None:
+def test_cli_user_errors_are_one_line_before_any_heavy_import(args: list[str], refusals) -> None:
     code = (
         "import sys\nfrom mlw_lib.__main__ import main\nrc = main(sys.argv[1:])\n"
         "heavy = sorted({'torch', 'papermill', 'mlflow'} & set(sys.modules))\n"
@@ -224,3 +246,49 @@ def test_cli_user_errors_are_one_line_before_any_heavy_import(args: list[str]) -
     assert result.stdout.strip() == "2 []", result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlw: error: "), result.stderr
+    refusals.seen("python -m mlw_lib " + " ".join(args), lines[0] + " (exit 2, no traceback)")
+
+
+def test_numbers_in_exponent_notation_reach_the_notebook_as_numbers(refusals) -> None:
+    assert notebooks.load_yaml("[1e-3, 1e-3]") == [0.001, 0.001]
+    refusals.behaviour(
+        'run 01 -p lr "[1e-3, 1e-3]", or `weight_decay: 5e-4` in a -f file',
+        "read as numbers at any depth (YAML 1.1 had made them strings)",
+    )
+
+
+def labelled(x: torch.Tensor, y: torch.Tensor) -> SimpleNamespace:
+    return SimpleNamespace(x_train=x, y_train=y, x_test=x, y_test=y)
+
+
+@pytest.mark.parametrize(
+    ("what", "data", "message"),
+    [
+        (
+            "train an MLP(784, ...) on images (N, 1, 28, 28)",
+            labelled(torch.randn(64, 1, 28, 28), torch.zeros(64, dtype=torch.int64)),
+            r"MLP expects inputs of shape \(N, 784\), got \(1, 1, 28, 28\); flatten images",
+        ),
+        (
+            "train with a label (7) outside the model's 4 classes",
+            labelled(torch.randn(64, 784), torch.tensor([7] + [0] * 63)),
+            "train labels run from 0 to 7, but the model has 4 outputs",
+        ),
+        (
+            "train with float labels",
+            labelled(torch.randn(64, 784), torch.zeros(64)),
+            "train labels must be one integer per input",
+        ),
+        (
+            "train with fewer labels than inputs",
+            labelled(torch.randn(64, 784), torch.zeros(60, dtype=torch.int64)),
+            "train labels must be one integer per input: 64 inputs, labels of shape",
+        ),
+    ],
+)
+def test_data_the_model_cannot_take_is_refused_before_training(
+    what, data, message, refusals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FASCycle, "run_cycle", lambda self: pytest.fail("trained"))
+    with refusals.error(what, ValueError, message):
+        train(MLP(784, [8], 4), data, TrainConfig(epochs=1, batch_size=16))

@@ -4,6 +4,11 @@ Every file is checked against its declared md5 (torchvision's `check_integrity`)
 came from: the data root ("cache"), a copy from `$MLW_DATA_MIRROR` ("mirror"; the mirror is
 only read) or a torchvision download ("download"). `<data root>/provenance.json` records each
 file's origin, so a later cache hit still reports it.
+
+The mirror is never written: a data root that is, lies inside or holds the mirror (compared by
+inode, so through links too) is refused with `DataRootError` before anything is written. A write
+into the data root that fails (folder, copy, extraction, download) raises `DataRootError` too; a
+read-only data root that already holds every verified file still loads, without the record.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torchvision.datasets.utils import calculate_md5, check_integrity
@@ -37,6 +43,22 @@ class ChecksumError(RuntimeError):
         )
 
 
+class DataRootError(ValueError):
+    """`$MLW_DATA_ROOT` overlaps the mirror or cannot be written (`problem`); names the fix."""
+
+    def __init__(self, problem: str) -> None:
+        default = repo_root() / "data"
+        super().__init__(
+            f"{problem}\nFix: point MLW_DATA_ROOT at a writable folder outside {MIRROR_ENV}"
+            f" (unset, it is {default})."
+        )
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies inside it (by inode: through any link or mount)."""
+    return folder.is_dir() and any(p.exists() and p.samefile(folder) for p in (path, *path.parents))
+
+
 def mirror_dir() -> Path | None:
     """`$MLW_DATA_MIRROR` as an absolute path, or None when unset or empty."""
     value = os.environ.get(MIRROR_ENV, "").strip()
@@ -52,6 +74,11 @@ class Files:
         self.md5s: dict[str, str] = {}
         self.origins: dict[str, str] = {}
         self.verified: dict[str, dict[str, str]] = {}  # every file verified, for the record
+        if self.mirror and (_within(self.root, self.mirror) or _within(self.mirror, self.root)):
+            raise DataRootError(
+                f"$MLW_DATA_ROOT={self.root} and ${MIRROR_ENV}={self.mirror} overlap, but the"
+                " mirror is only read and loading writes into the data root."
+            )
         try:
             self.record = dict(json.loads((self.root / "provenance.json").read_text()))
         except (OSError, ValueError, TypeError):
@@ -73,17 +100,29 @@ class Files:
             return self._note(rel, md5, "cache", entry["origin"] if known else f"local:{self.root}")
         if src is None or not src.is_file():
             return None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(f".{dest.name}.part")
-        try:
-            shutil.copyfile(src, part)
-            if not check_integrity(part, md5):
-                fix = f"Replace the mirror's copy, or unset {MIRROR_ENV} to download. Not copied."
-                raise ChecksumError(src, md5, fix)
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
+        with self.writing():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = dest.with_name(f".{dest.name}.part")
+            try:
+                shutil.copyfile(src, part)
+                if not check_integrity(part, md5):
+                    fix = f"Replace the mirror's copy, or unset {MIRROR_ENV} to download."
+                    raise ChecksumError(src, md5, f"{fix} Not copied.")
+                os.replace(part, dest)
+            finally:
+                part.unlink(missing_ok=True)
         return self._note(rel, md5, "mirror", f"mirror:{self.mirror}")
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Raise an OSError on a path in the data root as a `DataRootError`, naming the fix."""
+        try:
+            yield
+        except OSError as exc:
+            paths = [Path(f) for f in (exc.filename, exc.filename2) if isinstance(f, str)]
+            if not any(path.is_relative_to(self.root) for path in paths):
+                raise
+            raise DataRootError(f"Cannot write into $MLW_DATA_ROOT={self.root}: {exc}") from exc
 
     def _note(self, rel: str, md5: str, source: str, origin: str) -> Found:
         self.verified[rel] = {"md5": md5, "origin": origin}
@@ -110,7 +149,8 @@ class Files:
         `archives` {path: md5} from `origin`, checks and extracts it. A corrupt archive is
         deleted and refused; another failure raises `DataUnavailableError` (`what`: the files)."""
         try:
-            call()
+            with self.writing():
+                call()
         except (OSError, RuntimeError) as exc:
             failure: Exception | None = exc
         else:

@@ -62,7 +62,8 @@ def fetch_idx(kind: IdxDataset) -> Files:
     for rel, (md5, gz_md5) in kind.files().items():
         found = files.find(rel, md5)
         if found is None and (found := files.find(f"{rel}.gz", gz_md5)):
-            extract_archive(str(files.root / f"{rel}.gz"))
+            with files.writing():
+                extract_archive(str(files.root / f"{rel}.gz"))
             files.check(rel, md5)
         if found:
             files.add(rel, md5, found)

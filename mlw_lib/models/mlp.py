@@ -58,6 +58,12 @@ class MLP(WidthModel):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.config["in_features"]:
+            raise ValueError(
+                f"MLP expects inputs of shape (N, {self.config['in_features']}), got "
+                f"{tuple(x.shape)}; flatten images to (N, C*H*W) (e.g. load_mnist(flatten=True))"
+                " or build the MLP with in_features to match"
+            )
         *hidden, head = self.linears  # unpacking, not slicing: a slice builds a new ModuleList
         for linear in hidden:
             x = self.dropout(self.activation(linear(x)))

@@ -1,8 +1,9 @@
 """Run the numbered notebooks headlessly with papermill: one notebook, all of them, or a sweep.
 
 Modules: `catalog` (finding notebooks and parameter files), `parameters` (the notebook's single
-`parameters` cell, YAML parameter files, validation), `running` (papermill execution, run-all,
-CI preparation), `sweeps` (grids of parameter values). Everything is re-exported here.
+`parameters` cell, YAML parameter files, validation), `executions` (one folder per execution,
+resume), `running` (papermill execution, run-all, CI preparation), `sweeps` (grids of
+parameter values). Everything is re-exported here.
 
 Parameter names are checked against the notebook's `parameters` cell before anything runs
 (papermill itself only warns about unknown names). Executed copies go to the git-ignored
@@ -31,6 +32,7 @@ from mlw_lib.notebooks.catalog import (
     params_root,
     resolve_notebook,
 )
+from mlw_lib.notebooks.executions import Execution, ResumeError
 from mlw_lib.notebooks.parameters import (
     PARAMETERS_TAG,
     ParameterFileError,
@@ -56,10 +58,13 @@ from mlw_lib.notebooks.running import (
     progress_enabled,
     run_all,
     run_notebook,
+    stop_executions,
 )
 from mlw_lib.notebooks.sweeps import grid_points, run_sweep, sweep_suffixes, value_slug
 
 __all__ = [
+    "Execution",
+    "ResumeError",
     "NOTEBOOK_GLOB",
     "PARAMETERS_TAG",
     "SWEEP_SEPARATOR",
@@ -92,6 +97,7 @@ __all__ = [
     "run_all",
     "run_notebook",
     "run_sweep",
+    "stop_executions",
     "sweep_suffixes",
     "validate_parameters",
     "value_slug",

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from mlw_lib.notebooks.catalog import (
     params_root,
     resolve_notebook,
 )
+from mlw_lib.notebooks.executions import Execution
 from mlw_lib.notebooks.parameters import load_parameter_file, merge_parameters, validate_parameters
 from mlw_lib.paths import runs_dir
 
@@ -31,7 +33,13 @@ SWEEP_SEPARATOR = "__"
 PROGRESS_ENGINE = "mlw_progress"
 # Folders named by environment variables; the kernel runs in notebooks/, so relative values
 # are made absolute against the caller's working directory before it starts.
-PATH_VARIABLES = ("MLW_DATA_ROOT", "MLW_DATA_MIRROR", "MLW_FIGURES_DIR", "MLW_MLFLOW_DIR")
+PATH_VARIABLES = (
+    "MLW_DATA_ROOT",
+    "MLW_DATA_MIRROR",
+    "MLW_FIGURES_DIR",
+    "MLW_MLFLOW_DIR",
+    "MLW_RUNS_DIR",
+)
 
 
 class NotebookExecutionError(RuntimeError):
@@ -43,11 +51,14 @@ class NotebookExecutionError(RuntimeError):
 
 
 @contextlib.contextmanager
-def headless_environment() -> Iterator[None]:
-    """The kernel's environment while it runs: `MPLBACKEND=Agg` unless the caller set one, and
-    every `PATH_VARIABLES` value absolute (relative to the caller's cwd). Restored afterwards."""
-    saved = {name: os.environ.get(name) for name in ("MPLBACKEND", *PATH_VARIABLES)}
+def headless_environment(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """The kernel's environment while it runs: `MPLBACKEND=Agg` unless the caller set one,
+    every `PATH_VARIABLES` value absolute (relative to the caller's cwd), and `extra`.
+    Restored afterwards."""
+    extra = dict(extra or {})
+    saved = {name: os.environ.get(name) for name in ("MPLBACKEND", *PATH_VARIABLES, *extra)}
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.update(extra)
     for name in PATH_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value:
@@ -140,8 +151,16 @@ def output_path_for(source: Path, output_dir: Path, suffix: str | None = None) -
     return output
 
 
-def _execute(source: Path, output: Path, params: Mapping[str, Any], **options: Any) -> Path:
-    """Run papermill; a failure is re-raised with the partially executed copy's path."""
+def _execute(
+    source: Path,
+    output: Path,
+    params: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    label: str | None = None,
+    **options: Any,
+) -> Path:
+    """Run papermill (`env`: more kernel environment; `label`: of the progress lines); a
+    failure is re-raised with the partially executed copy's path."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -149,10 +168,13 @@ def _execute(source: Path, output: Path, params: Mapping[str, Any], **options: A
     if not prepare_only:
         log.info("executing %s%s ...", source.name, f" with {dict(params)}" if params else "")
         if progress_enabled():
-            options |= {"engine_name": register_progress_engine(), "progress_label": output.stem}
+            options |= {
+                "engine_name": register_progress_engine(),
+                "progress_label": label or output.stem,
+            }
     started = time.monotonic()
     try:
-        with headless_environment(), kernel_transport() as kernel:
+        with headless_environment(env), kernel_transport() as kernel:
             papermill.execute_notebook(
                 str(source),
                 str(output),
@@ -183,21 +205,81 @@ def run_notebook(
     parameters: Mapping[str, Any] | None = None,
     parameter_file: Path | None = None,
     output_dir: Path | None = None,
-    timeout: int = 3600,
+    timeout: int | None = None,
     kernel_name: str = "python3",
     suffix: str | None = None,
+    resume: bool = False,
 ) -> Path:
     """Execute one notebook with file parameters overridden by `parameters`; return the copy.
 
-    The executed copy is `runs/notebooks/<key>.ipynb` (or `<key>__<suffix>.ipynb`); `timeout`
-    is the per-cell execution timeout in seconds.
+    Each execution writes its own folder `<output_dir>/<stem>/<stamp>/` (see
+    `executions`); on success its copy becomes `<output_dir>/<stem>.ipynb` (`<stem>`:
+    `<key>` or `<key>__<suffix>`; `output_dir` defaults to `runs/notebooks/`). A failed,
+    interrupted or concurrent execution never touches that copy, and leaves no MLflow run of
+    its own RUNNING. `resume=True` continues the newest unfinished execution with its own
+    parameters (finished runs load from their checkpoints). `timeout`: seconds per cell
+    (None: no limit; a paper run's training cell takes hours).
     """
     source = resolve_notebook(name)
-    params = merge_parameters(parameter_file, parameters)
-    validate_parameters(source, params)
     output_dir = runs_dir() / "notebooks" if output_dir is None else Path(output_dir)
-    output = output_path_for(source, output_dir, suffix)
-    return _execute(source, output, params, kernel_name=kernel_name, execution_timeout=timeout)
+    latest = output_path_for(source, output_dir, suffix)
+    if resume:
+        if parameters or parameter_file:
+            raise ValueError("a resumed execution keeps its own parameters; leave out -p and -f")
+        execution = Execution.latest_unfinished(output_dir, latest.stem)
+        params = execution.parameters()
+        end_unfinished_runs(execution.id, "KILLED")  # left RUNNING by the process that died
+        log.info("resuming %s", execution.folder)
+    else:
+        params = merge_parameters(parameter_file, parameters)
+        validate_parameters(source, params)
+        execution = Execution.create(output_dir, latest.stem, params)
+    status = "KILLED"  # unless it ends otherwise: interrupted (SIGINT/SIGTERM)
+    try:
+        _execute(
+            source,
+            execution.notebook,
+            params,
+            env=execution.start(),
+            label=latest.stem,
+            kernel_name=kernel_name,
+            execution_timeout=timeout,
+        )
+    except NotebookExecutionError as error:
+        if _stopping.is_set():  # its kernel was killed by `stop_executions`
+            raise KeyboardInterrupt(f"stopped; {error}") from error
+        status = "FAILED"
+        raise
+    finally:
+        end_unfinished_runs(execution.id, status)
+    return execution.finish(latest)
+
+
+_stopping = threading.Event()
+
+
+def stop_executions(signum: int, frame: object) -> None:
+    """Signal handler (SIGINT, SIGTERM) of the CLI: kill the kernels this process started, so
+    that the execution stops at once and ends its MLflow runs KILLED; with no kernel running,
+    raise KeyboardInterrupt."""
+    import psutil
+
+    _stopping.set()
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    if not children:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def end_unfinished_runs(execution_id: str, status: str) -> None:
+    """End the MLflow runs of an execution that are still RUNNING with `status` (its kernel
+    is gone); nothing when the store was never created."""
+    from mlw_lib import tracking
+
+    if tracking.store_exists():
+        tracking.end_runs_of_execution(execution_id, status)
 
 
 def run_all(

@@ -192,6 +192,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     x_train, y_train = config.place(data.x_train, device), data.y_train.to(device)
     x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
+    check_data(model, (x_train, y_train), (x_test, y_test))
     stream = BatchStream(x_train, y_train, config.batch_size, config.seed, config.batch_transform())
     example = (x_train[: config.batch_size], y_train[: config.batch_size])
     flops_cache: dict[tuple, float] = {}
@@ -287,6 +288,28 @@ def train(
     if product is None:  # resumed from a finished run: no evaluation happened here
         product = model_of_interest()
     return TrainResult(pd.DataFrame(state.rows), model, fas, meter, product)
+
+
+@torch.no_grad()
+def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Refuse data the model cannot train on, before any work: each (x, y) split needs one
+    integer label per input, and labels in 0 .. (the model's outputs - 1). The model's
+    forward on one input also checks the input shape (without randomness: eval mode)."""
+    was_training = model.training
+    classes = model.eval()(splits[0][0][:1]).shape[-1]
+    model.train(was_training)
+    for name, (x, y) in zip(("train", "test"), splits, strict=False):
+        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or not len(y):
+            raise ValueError(
+                f"{name} labels must be one integer per input: {len(x)} inputs, labels of "
+                f"shape {tuple(y.shape)} and dtype {y.dtype}"
+            )
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ValueError(
+                f"{name} labels run from {low} to {high}, but the model has {classes} outputs "
+                f"(classes 0 to {classes - 1}); build the model with as many outputs as classes"
+            )
 
 
 def _metrics_row(

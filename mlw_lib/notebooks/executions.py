@@ -1,0 +1,107 @@
+"""One headless execution of a notebook: its own folder, so that no run overwrites another.
+
+    runs/notebooks/<stem>.ipynb                     the last successful executed copy
+    runs/notebooks/<stem>/<stamp>/notebook.ipynb    this execution's copy, written cell by cell
+                                  parameters.yaml   the parameters it ran with (for --resume)
+                                  checkpoints/      one checkpoint per (method, seed)
+                                  pid, finished     who runs it; present once it succeeded
+
+`<stem>` is the notebook key, or `<key>__<variant>`. While it runs, the kernel sees
+`MLW_EXECUTION` (tagged on its MLflow runs) and `MLW_CHECKPOINT_DIR` (where `compare` keeps
+and resumes its checkpoints). A resumed execution re-runs the notebook in the same folder:
+finished (method, seed) runs load from their checkpoints, the interrupted one continues.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXECUTION_ENV = "MLW_EXECUTION"
+CHECKPOINT_ENV = "MLW_CHECKPOINT_DIR"
+
+
+class ResumeError(ValueError):
+    """There is no execution to resume, or it is still running."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The folder of one execution of `stem` (see the module docstring)."""
+
+    folder: Path
+
+    @property
+    def id(self) -> str:
+        """`<stem>/<stamp>`: unique per execution; the MLflow tag `mlw_execution`."""
+        return f"{self.folder.parent.name}/{self.folder.name}"
+
+    @property
+    def notebook(self) -> Path:
+        return self.folder / "notebook.ipynb"
+
+    @classmethod
+    def create(cls, output_dir: Path, stem: str, params: Mapping[str, Any]) -> Execution:
+        """A new folder `<output_dir>/<stem>/<time>-<pid>` holding `params`."""
+        stamp = Path(output_dir) / stem / (time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
+        for number in itertools.count(1):  # a second execution in the same second: -2, -3 ...
+            folder = stamp.with_name(stamp.name + (f"-{number}" if number > 1 else ""))
+            try:
+                folder.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        text = yaml.safe_dump(dict(params), sort_keys=False)
+        (folder / "parameters.yaml").write_text(text, encoding="utf-8")
+        return cls(folder)
+
+    @classmethod
+    def latest_unfinished(cls, output_dir: Path, stem: str) -> Execution:
+        """The newest execution of `stem` that did not finish; ResumeError if there is none
+        or it is still running."""
+        folders = sorted(Path(output_dir, stem).glob("*/parameters.yaml"), reverse=True)
+        for folder in (path.parent for path in folders):
+            if not (folder / "finished").exists():
+                execution = cls(folder)
+                execution.check_not_running()
+                return execution
+        raise ResumeError(
+            f"no unfinished execution of {stem} to resume in {Path(output_dir, stem)}; "
+            "start one without --resume"
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameters this execution was started with."""
+        from mlw_lib.notebooks.parameters import load_parameter_file
+
+        return load_parameter_file(self.folder / "parameters.yaml")
+
+    def check_not_running(self) -> None:
+        """ResumeError if the process recorded in `pid` is still alive."""
+        import psutil
+
+        pid_file = self.folder / "pid"
+        pid = int(pid_file.read_text()) if pid_file.is_file() else None
+        if pid is not None and pid != os.getpid() and psutil.pid_exists(pid):
+            raise ResumeError(f"execution {self.folder} is still running (pid {pid})")
+
+    def start(self) -> dict[str, str]:
+        """Record this process as the runner; the kernel's environment for this execution."""
+        (self.folder / "pid").write_text(str(os.getpid()))
+        return {EXECUTION_ENV: self.id, CHECKPOINT_ENV: str(self.folder / "checkpoints")}
+
+    def finish(self, latest: Path) -> Path:
+        """Mark the execution finished; copy its notebook to `latest` atomically."""
+        part = latest.with_name(f".{latest.name}.part")
+        shutil.copyfile(self.notebook, part)
+        os.replace(part, latest)
+        (self.folder / "finished").touch()
+        return latest

@@ -1,0 +1,225 @@
+"""Headless runs that survive: each execution has its own folder, a failed or killed one never
+replaces the last good copy nor leaves MLflow runs RUNNING, and `run --resume` continues a
+run killed with kill -9 to the same final metrics. Real CLI processes, kernels and stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from helpers import REPO, code_cell, write_notebook
+
+from mlw_lib import notebooks
+
+PARAMETERS = "epochs = 12.0  # work budget\nseeds = [0, 1]  # seeds\npause = 0  # s to sleep first"
+COMPARE = """\
+import time
+from types import SimpleNamespace
+
+import torch
+
+import mlw_lib as mlw
+
+g = torch.Generator().manual_seed(0)
+teacher = torch.randn(12, 4, generator=g)
+x, xt = torch.randn(2048, 12, generator=g), torch.randn(256, 12, generator=g)
+data = SimpleNamespace(
+    x_train=x, y_train=(x @ teacher).argmax(1), x_test=xt, y_test=(xt @ teacher).argmax(1)
+)
+config = mlw.training.TrainConfig(epochs=epochs, batch_size=32, eval_every=0.5)
+methods = {"single-level": mlw.multilevel.MultilevelConfig(),
+           "V2": mlw.multilevel.MultilevelConfig(levels=2)}
+with mlw.tracking.notebook_run("01_toy", log_environment=False):
+    time.sleep(pause)
+    comparison = mlw.experiments.compare(
+        lambda: mlw.models.MLP(12, [64, 32], 4), data, config, methods, seeds,
+        log_checkpoints=False,
+    )
+final = comparison.final()
+print("FINAL", final[["method", "seed", "test_loss", "test_accuracy"]].to_json())
+"""
+
+
+@pytest.fixture
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`notebooks/01_toy.ipynb`: a two-method, two-seed comparison on generated data; runs and
+    the MLflow store under `tmp_path/runs`."""
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    return write_notebook(
+        tmp_path / "notebooks" / "01_toy.ipynb",
+        [code_cell(PARAMETERS, ["parameters"]), code_cell(COMPARE)],
+    )
+
+
+def cli(*args: str) -> subprocess.Popen[str]:
+    """`python -m mlw_lib ARGS` started in the background, in its own session."""
+    command = [sys.executable, "-m", "mlw_lib", *args]
+    return subprocess.Popen(
+        command, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def executions(toy: Path) -> list[Path]:
+    return sorted((toy.parents[1] / "runs" / "notebooks" / "01_toy").glob("*/parameters.yaml"))
+
+
+def final_metrics(folder: Path) -> dict:
+    """The FINAL line the execution's notebook printed."""
+    nb = nbformat.read(folder / "notebook.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    return json.loads(text.split("FINAL ", 1)[1].splitlines()[0])
+
+
+def run_statuses(toy: Path) -> dict[str, list[str]]:
+    """{execution id: statuses of its MLflow runs}."""
+    store = sqlite3.connect(toy.parents[1] / "runs" / "mlflow" / "mlflow.db")
+    rows = store.execute(
+        "select t.value, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+        "where t.key = 'mlw_execution'"
+    ).fetchall()
+    store.close()
+    statuses: dict[str, list[str]] = {}
+    for execution, status in rows:
+        statuses.setdefault(execution, []).append(status)
+    return statuses
+
+
+def test_kill_9_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(
+    toy: Path, refusals
+) -> None:
+    whole = cli("run", str(toy))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    (uninterrupted,) = (path.parent for path in executions(toy))
+
+    killed = cli("run", str(toy))
+    wait_for(lambda: len(executions(toy)) == 2, "the second execution")
+    folder = executions(toy)[-1].parent
+    wait_for(lambda: any((folder / "checkpoints").glob("*.pt")), "its first checkpoint")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert not (folder / "finished").exists(), "killed before it finished"
+    execution = f"01_toy/{folder.name}"
+    assert "RUNNING" in run_statuses(toy)[execution]  # kill -9: nothing could end them
+
+    resumed = cli("run", str(toy), "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert len(executions(toy)) == 2, "resumed in place"
+    assert final_metrics(folder) == final_metrics(uninterrupted)
+    statuses = run_statuses(toy)[execution]
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    latest = toy.parents[1] / "runs" / "notebooks" / "01_toy.ipynb"
+    assert latest.read_bytes() == (folder / "notebook.ipynb").read_bytes()
+    refusals.behaviour(
+        "kill -9 of `python -m mlw_lib run NB` mid-run, then `run NB --resume`",
+        "the same final metrics as an uninterrupted run; its runs left RUNNING end KILLED",
+    )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_ends_its_runs_as_killed_and_keeps_the_last_good_copy(
+    toy: Path, stop: signal.Signals, refusals
+) -> None:
+    good = cli("run", str(toy), "-p", "epochs", "0.5", "-p", "seeds", "[0]")
+    assert good.wait(timeout=300) == 0, good.stderr.read()
+    latest = toy.parents[1] / "runs" / "notebooks" / "01_toy.ipynb"
+    before = latest.read_bytes()
+
+    stopped = cli("run", str(toy), "-p", "pause", "60")
+    wait_for(lambda: len(executions(toy)) == 2, "the second execution")
+    folder = executions(toy)[-1].parent
+    wait_for(lambda: f"01_toy/{folder.name}" in run_statuses_or_empty(toy), "its MLflow run")
+    stopped.send_signal(stop)
+    assert stopped.wait(timeout=60) == 130
+    message = stopped.stderr.read()
+    assert f"continue with: python -m mlw_lib run {toy} --resume" in message
+    assert run_statuses(toy)[f"01_toy/{folder.name}"] == ["KILLED"]
+    assert latest.read_bytes() == before
+    what = "kill (SIGTERM) of a CLI run" if stop == signal.SIGTERM else "Ctrl-C (SIGINT) of a run"
+    (line,) = [line for line in message.splitlines() if line.startswith("mlw: interrupted")]
+    noise = (
+        " Tracebacks of the kernel's shutdown are printed too." if "Traceback" in message else ""
+    )
+    refusals.seen(what, f"{line} (exit 130; its MLflow runs KILLED.{noise})")
+
+
+def run_statuses_or_empty(toy: Path) -> dict[str, list[str]]:
+    try:
+        return run_statuses(toy)
+    except sqlite3.OperationalError:  # the store or its tables do not exist yet
+        return {}
+
+
+def test_a_killed_kernel_fails_its_runs_and_its_execution_only(
+    tmp_path: Path, monkeypatch, refusals
+) -> None:
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    source = (
+        "import os, signal\nimport mlw_lib as mlw\n"
+        "with mlw.tracking.notebook_run('02_dies', log_environment=False):\n"
+        "    if die:\n        os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    notebook = write_notebook(
+        tmp_path / "notebooks" / "02_dies.ipynb",
+        [code_cell("die = False  # kill the kernel", ["parameters"]), code_cell(source)],
+    )
+    out = tmp_path / "runs" / "notebooks"
+    latest = notebooks.run_notebook(notebook, output_dir=out)
+    before = latest.read_bytes()
+    what = "the kernel is killed (kill -9) inside an MLflow run"
+    with refusals.error(what, notebooks.NotebookExecutionError, "partially executed copy"):
+        notebooks.run_notebook(notebook, parameters={"die": True}, output_dir=out, timeout=60)
+    store = sqlite3.connect(tmp_path / "runs" / "mlflow" / "mlflow.db")
+    statuses = sorted(status for (status,) in store.execute("select status from runs"))
+    assert statuses == ["FAILED", "FINISHED"]
+    assert latest.read_bytes() == before
+    folders = sorted(out.glob("02_dies/*"))
+    assert len(folders) == 2 and not (folders[-1] / "finished").exists()
+
+
+def test_resume_needs_an_unfinished_execution_and_keeps_its_parameters(toy: Path, refusals) -> None:
+    out = toy.parents[1] / "runs" / "notebooks"
+    what = "run NB --resume when every execution of NB finished"
+    with refusals.error(what, notebooks.ResumeError, "no unfinished execution of 01_toy"):
+        notebooks.run_notebook(toy, output_dir=out, resume=True)
+    what = "run NB --resume -p epochs 1"
+    with refusals.error(what, ValueError, "keeps its own parameters; leave out -p and -f"):
+        notebooks.run_notebook(toy, parameters={"epochs": 1.0}, output_dir=out, resume=True)
+
+
+def test_two_first_runs_on_a_fresh_store_both_complete(tmp_path: Path, refusals) -> None:
+    code = (
+        "import mlw_lib as mlw\n"
+        "with mlw.tracking.notebook_run('03_race', log_environment=False):\n"
+        "    mlw.tracking.log_text('ok', 'ok.txt')\n"
+    )
+    env = {**os.environ, "MLW_MLFLOW_DIR": str(tmp_path / "store")}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    for run in runs:
+        assert run.wait(timeout=120) == 0, run.stderr.read()
+    store = sqlite3.connect(tmp_path / "store" / "mlflow.db")
+    assert [status for (status,) in store.execute("select status from runs")] == ["FINISHED"] * 3
+    refusals.behaviour(
+        "three first runs at once on a fresh MLflow store (one used to die: duplicate column)",
+        "all complete: the store's tables are created once, under a file lock",
+    )
