@@ -292,3 +292,44 @@ def test_data_the_model_cannot_take_is_refused_before_training(
     monkeypatch.setattr(FASCycle, "run_cycle", lambda self: pytest.fail("trained"))
     with refusals.error(what, ValueError, message):
         train(MLP(784, [8], 4), data, TrainConfig(epochs=1, batch_size=16))
+
+
+def test_compare_keeps_a_checkpoint_per_run_and_resumes_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    methods = {"single-level": MultilevelConfig(), "V-cycle, 2 levels": MultilevelConfig(levels=2)}
+    config, seeds = TrainConfig(epochs=1, batch_size=32), [0, 1]
+
+    def run():
+        return compare(
+            lambda: MLP(12, [8], 4), toy_dataset(), config, methods, seeds, checkpoint_dir=tmp_path
+        )
+
+    first = run().history
+    names = sorted(path.name for path in tmp_path.glob("*.pt"))
+    assert names == [
+        f"{m}__seed{s}.pt" for m in ("V-cycle-2-levels", "single-level") for s in (0, 1)
+    ]
+    monkeypatch.setattr(FASCycle, "run_cycle", lambda self: pytest.fail("trained again"))
+    again = run().history  # every run finished: each loads from its checkpoint
+    columns = ["method", "seed", "work_units", "test_loss", "test_accuracy"]
+    assert again[columns].equals(first[columns])
+
+
+def test_the_bad_inputs_table_is_written_when_asked(tmp_path: Path) -> None:
+    table = tmp_path / "table.md"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"{__file__}::test_train_config_refuses_bad_fields",
+        "--bad-inputs-table",
+        str(table),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| 1 ")]
+    assert rows and "TrainConfig(epochs=inf)" in rows[0] and "clear error" in rows[0]

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from mlw_lib.notebooks.parameters import load_parameter_file
+
 EXECUTION_ENV = "MLW_EXECUTION"
 CHECKPOINT_ENV = "MLW_CHECKPOINT_DIR"
 
@@ -80,8 +82,6 @@ class Execution:
 
     def parameters(self) -> dict[str, Any]:
         """The parameters this execution was started with."""
-        from mlw_lib.notebooks.parameters import load_parameter_file
-
         return load_parameter_file(self.folder / "parameters.yaml")
 
     def check_not_running(self) -> None:

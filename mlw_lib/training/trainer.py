@@ -107,7 +107,7 @@ class TrainConfig:
         if len(lrs) == 1:
             lrs = lrs * levels
         lrs = lrs[:levels]
-        if len(lrs) != levels or any(not lr > 0 for lr in lrs):
+        if len(lrs) != levels:  # each entry was checked when the config was made
             raise ValueError(
                 f"lr must be a positive number or {levels} positive numbers (one "
                 f"per level), got {self.lr!r}"
