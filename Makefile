@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn paper bad-inputs
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper bad-inputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 data: $(STAMP)
-	$(PY) -c "import mlw_lib.data as d; [print(d.load_dataset(n).info.describe()) for n in d.LOADERS]"
+	$(PY) -c "import mlw_lib.data as d; [print(d.load_dataset(n).info.describe()) for n in d.IMAGES]"
+	$(PY) -c "import mlw_lib.data as d; print(d.imdb.fetch_archive())"
 
 run: data
 	$(PY) -m mlw_lib run-all
@@ -50,6 +51,9 @@ benchmark: data
 
 benchmark-cnn: data
 	$(PY) benchmarks/bench_cnn.py
+
+benchmark-transformer: data
+	$(PY) benchmarks/bench_transformer.py
 
 mlflow-ui: $(STAMP)
 	$(PY) -c "import mlw_lib.tracking as t; print(t.mlflow_ui_command())" | bash

@@ -1,7 +1,8 @@
-"""The measurements bench_mlp.py and bench_cnn.py share; each script describes its model in a
-`Bench` and calls `run`, which reads top to bottom: (a), (b1), (b2), (c), report.
+"""The measurements the bench_*.py scripts share; each script describes its model in a `Bench`
+and calls `run`, which reads top to bottom: (a), the script's own section, (b1), (b2), (c),
+report.
 
-Imported first by both scripts: it points MLW_DATA_MIRROR at ../shared/datasets (when that
+Imported first by every script: it points MLW_DATA_MIRROR at ../shared/datasets (when that
 folder exists and the variable is unset) and turns progress bars off before torch loads.
 """
 
@@ -41,7 +42,6 @@ VARIANTS = ((2, "cycle"), (2, "none"), (3, "cycle"), (3, "none"))  # (levels, ta
 K = 4  # batches_per_phase, the notebooks' setting
 TARGET_MACHINERY = 0.10  # share of a V-cycle run's wall-clock
 TARGET_STEP = 1.15  # our coarse step / a bare PyTorch step
-TARGET_MEMORY = 1.10  # peak RSS, 3 levels / 1 level
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Bench:
     epoch_target: float | None  # (a) epoch / FLOP bound; None: information only
     epochs: tuple[float, float]  # work of each timed run in epochs: (full, quick)
     repeats: int  # timed runs per variant (full; quick: 1), the fastest counts
+    memory_target: float = 1.10  # (c) peak RSS, 3 levels / 1 level
+    extra: Callable | None = None  # extra(data, device, epochs) -> (figures, rows): "x"
 
 
 def run(bench: Bench, doc: str, script: str) -> None:
@@ -78,12 +80,16 @@ def run(bench: Bench, doc: str, script: str) -> None:
     rates, runs = timed_runs(bench.gemms, train_run, args.device, epochs, repeats)
     a = epoch_section(runs["1 level"], batches[0], rates, bench.epoch_target)
     results["a"], rows = show(a, clock)
+    if bench.extra is not None:
+        clock = cpu_clock()
+        results["x"], x_rows = show(bench.extra(data, args.device, epochs), clock)
+        rows += x_rows
     results["b1"], b1_rows = show(vcycle_section(runs), clock)
     clock, levels = cpu_clock(), runs["3 levels, tau cycle"].cycle.levels
     step = step_section(levels, bench.bare_copy, batches, 2 if args.quick else 10)
     results["b2"], b2_rows = show(step, clock)
     clock = cpu_clock()
-    results["c"], c_rows = show(memory_section(script, args), clock)
+    results["c"], c_rows = show(memory_section(script, args, bench.memory_target), clock)
     title = f"(b1) Share of the wall-clock per phase ({epochs:g} epoch(s) of work per run):"
     tables = ["", title, *phase_table(runs)]
     report(args, bench.title, results, rows + b1_rows + b2_rows + c_rows, tables)
@@ -259,9 +265,10 @@ def step_section(levels: list[Level], bare_copy: Callable, batches, rounds: int)
 def compare_steps(level: Level, bare: torch.nn.Module, batches, rounds: int, min_run_time=0.1):
     """(ours, bare) seconds per step, each the best of `rounds` alternating Timer medians.
     Ours is FASCycle._smooth's step (zero_grad, objective_backward with the level's tau, step,
-    record_loss); the bare one is cross-entropy, backward, fused SGD with the same settings."""
-    settings = {k: level.optimizer.param_groups[0][k] for k in ("lr", "momentum", "weight_decay")}
-    optimizer = torch.optim.SGD(bare.parameters(), **settings, fused=True)
+    record_loss); the bare one is cross-entropy, backward, and the same fused optimizer with
+    the same settings."""
+    settings = {k: v for k, v in level.optimizer.param_groups[0].items() if k != "params"}
+    optimizer = type(level.optimizer)(bare.parameters(), **(settings | {"fused": True}))
     ours_batches, bare_batches = itertools.cycle(batches), itertools.cycle(batches)
 
     def ours() -> None:
@@ -280,13 +287,13 @@ def compare_steps(level: Level, bare: torch.nn.Module, batches, rounds: int, min
     return min(t[0] for t in times), min(t[1] for t in times)
 
 
-def memory_section(script: str, args: argparse.Namespace) -> tuple[dict, list]:
+def memory_section(script: str, args: argparse.Namespace, target: float) -> tuple[dict, list]:
     """(c) Peak RSS of one-epoch runs with 1 and 3 levels, each in a fresh `script` process."""
     argv = [script, "--device", str(args.device)] + ["--quick"] * args.quick
     argv += ["--threads", str(args.threads)] if args.threads else []
     peaks = {levels: peak_rss_mib([*argv, "--memory-run", str(levels)]) for levels in (1, 3)}
     figure = f"(c) peak RSS 3 levels {peaks[3]:.0f} MiB / 1 level {peaks[1]:.0f} MiB"
-    return {"peak_rss_mib": peaks}, [graded(figure, peaks[3] / peaks[1], TARGET_MEMORY)]
+    return {"peak_rss_mib": peaks}, [graded(figure, peaks[3] / peaks[1], target)]
 
 
 def peak_rss_mib(argv: list[str]) -> float:
@@ -340,7 +347,9 @@ def report(args, title: str, results: dict, rows: list[dict], extra: list[str]) 
         f"threads, device {host['device']}; load average {host['load_average_start']} at "
         f"start, {host['load_average_end']} at end. Other processes used "
         + ", ".join(
-            f"{percent(results[k]['others_cpu_share'])} ({k})" for k in ("a", "b1", "b2", "c")
+            f"{percent(results[k]['others_cpu_share'])} ({k})"
+            for k in ("a", "x", "b1", "b2", "c")
+            if k in results
         )
         + " of the CPUs during the sections."
     )

@@ -1,9 +1,10 @@
 """mlw: multilevel-in-width training (FAS over network width), Jupyter-first.
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
-`mlw.training`, `mlw.experiments`, `mlw.tracking`, `mlw.viz`, `mlw.notebooks`,
-`mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so `import mlw_lib` and
-`python -m mlw_lib list` do not pay for torch, MLflow, papermill or seaborn.
+`mlw.training`, `mlw.experiments`, `mlw.baselines`, `mlw.tracking`, `mlw.viz`,
+`mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so
+`import mlw_lib` and `python -m mlw_lib list` do not pay for torch, MLflow, papermill or
+seaborn.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 __all__ = [
+    "baselines",
     "data",
     "experiments",
     "models",

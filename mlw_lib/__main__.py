@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ Grid values: -g NAME V1,V2,... splits on commas and reads each value as YAML
 of values instead, which is how to sweep list-valued parameters or strings with
 commas: -g widths "[[64], [128, 64]]" runs widths=[64] and widths=[128, 64].
 """
+
+BATCH_RESUME_HELP = (
+    "continue an interrupted batch: notebooks whose newest execution with the same parameters "
+    "finished are not run again, an unfinished one continues, the rest run"
+)
 
 
 def parse_value(text: str) -> Any:
@@ -91,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameter set (e.g. ci, paper): params/SET/<key>.yaml, then one more run per "
         "params/SET/<key>.<variant>.yaml",
     )
+    run_all.add_argument("--resume", action="store_true", help=BATCH_RESUME_HELP)
     run_all.add_argument(
         "--timeout",
         type=int,
@@ -116,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid axis: comma-separated values, or a YAML list starting with '['",
     )
     add_parameter_options(sweep)
+    sweep.add_argument("--resume", action="store_true", help=BATCH_RESUME_HELP)
 
     commands.add_parser(
         "prepare-ci", help="write runs/ci/<key>.ipynb with params/ci/<key>.yaml injected"
@@ -149,7 +157,7 @@ def dispatch(args: argparse.Namespace) -> list[Path]:
             )
         ]
     if args.command == "run-all":
-        return notebooks.run_all(args.params, timeout=args.timeout)
+        return notebooks.run_all(args.params, timeout=args.timeout, resume=args.resume)
     if args.command == "sweep":
         grid = {name: parse_grid_values(values) for name, values in args.grid}
         return notebooks.run_sweep(
@@ -158,8 +166,19 @@ def dispatch(args: argparse.Namespace) -> list[Path]:
             parameters=collect_parameters(args.parameter),
             parameter_file=args.parameter_file,
             timeout=args.timeout,
+            resume=args.resume,
         )
     return notebooks.prepare_ci()
+
+
+def resume_command(args: argparse.Namespace, argv: list[str]) -> str:
+    """The command that continues this interrupted one ('' for commands without --resume)."""
+    if args.command == "run":
+        return f"python -m mlw_lib run {args.name} --resume"
+    if args.command in ("run-all", "sweep"):
+        again = argv if "--resume" in argv else [*argv, "--resume"]
+        return shlex.join(["python", "-m", "mlw_lib", *again])
+    return ""
 
 
 def one_line(error: BaseException) -> str:
@@ -171,13 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line to stderr and return 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill`: stop the kernel, end cleanly
         signal.signal(stop, notebooks.stop_executions)
     try:
         written = dispatch(args)
     except KeyboardInterrupt:
-        again = f"python -m mlw_lib run {args.name} --resume" if args.command == "run" else ""
+        again = resume_command(args, argv)
         print(f"mlw: interrupted{f'; continue with: {again}' if again else ''}", file=sys.stderr)
         return 130
     except (ValueError, OSError, yaml.YAMLError) as error:

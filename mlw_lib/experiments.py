@@ -212,6 +212,9 @@ def compare(
                     tracking.log_checkpoint(
                         result.model.state_dict(), {"model": getattr(model, "config", {}), **params}
                     )
+                    if result.cycle.matchings_log:  # which units merged, at every re-matching
+                        log = {"log": result.cycle.matchings_log}
+                        tracking.log_checkpoint(log, {"method": name, "seed": seed}, "matchings")
         frames.append(history.assign(method=name, seed=seed))
         hierarchies.setdefault(name, result.hierarchy())
         results[(name, seed)] = result

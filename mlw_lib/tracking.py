@@ -17,7 +17,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,17 +88,20 @@ def store_exists() -> bool:
     return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
 
 
-def end_runs_of_execution(execution_id: str, status: str = "KILLED") -> list[str]:
-    """End every run tagged `mlw_execution = execution_id` that is still RUNNING with
-    `status` (e.g. after its kernel was killed); return their ids."""
+def end_runs_of_executions(which: Callable[[str], bool], status: str = "KILLED") -> list[str]:
+    """End with `status` every RUNNING run whose `mlw_execution` tag satisfies `which` (e.g.
+    the runs of an execution whose kernel was killed); return their ids."""
     _use_store()
     client = mlflow.MlflowClient()
     ids = [experiment.experiment_id for experiment in client.search_experiments()]
-    query = f"tags.{EXECUTION_TAG} = '{execution_id}' and attributes.status = 'RUNNING'"
-    runs = client.search_runs(ids, query) if ids else []
-    for run in runs:
-        client.set_terminated(run.info.run_id, status)
-    return [run.info.run_id for run in runs]
+    if not ids:
+        return []
+    runs = client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=50_000)
+    tagged = [run for run in runs if EXECUTION_TAG in run.data.tags]
+    ended = [run.info.run_id for run in tagged if which(run.data.tags[EXECUTION_TAG])]
+    for run_id in ended:
+        client.set_terminated(run_id, status)
+    return ended
 
 
 def experiment_name(notebook_key: str) -> str:

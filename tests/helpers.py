@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,12 +18,15 @@ from mlw_lib.multilevel import (
     build_model,
     forward_backward_flops,
     match_model,
+    prolong,
+    restrict_gradients,
     restrict_params,
 )
 from mlw_lib.multilevel.batchnorm import recalibrate
 from mlw_lib.multilevel.cycle import FASCycle
 from mlw_lib.multilevel.hierarchy import assign_params, detached_params
-from mlw_lib.multilevel.objective import Level
+from mlw_lib.multilevel.objective import Level, objective_gradient
+from mlw_lib.multilevel.state import named_state
 from mlw_lib.multilevel.tau import tau_policy
 from mlw_lib.training import classification_loss
 
@@ -116,6 +120,84 @@ def restricted_levels(
     policy = tau_policy(tau_mode, 1.0, convention, classification_loss)
     coarse.tau = policy.linear_term(fine, coarse, batches, transition.transfers, meter)
     return fine, coarse, transition, meter
+
+
+def split_units(small, convention: str, generator: torch.Generator):
+    """(fine, transfers): a net built from `small` by splitting every unit of every group in
+    two (random pairs and weights) and prolonging its parameters; under `avg_sum` (or
+    `sum_avg` with ReLU) the same function as `small`."""
+    sizes = small.group_sizes()
+    transfers = {group: random_transfer(n, 2 * n, generator) for group, n in sizes.items()}
+    fine = small.resized({group: 2 * n for group, n in sizes.items()}).double()
+    params = prolong(dict(small.named_parameters()), small.param_layout(), transfers, convention)
+    assign_params(fine, params)
+    return fine, transfers
+
+
+def matched_coarse(fine, convention: str, seed: int):
+    """(transition, coarse net at x_c = R x): `fine` matched for 2 levels and restricted."""
+    config = MultilevelConfig(levels=2, convention=convention, seed=seed)
+    transition = match_model(fine, config, level=0, seed=seed)
+    coarse = build_model(fine, transition.coarse_sizes())
+    layout = fine.param_layout()
+    assign_params(
+        coarse, restrict_params(detached_params(fine), layout, transition.transfers, convention)
+    )
+    return transition, coarse
+
+
+def assert_round_trip(coarse, convention: str) -> None:
+    """DESIGN.md §5.1 on a whole model: restrict(prolong(x_c)) = x_c for every parameter, the
+    groups grown by random pairings (some units split, some not)."""
+    g = torch.Generator().manual_seed(1)
+    sizes = coarse.group_sizes()
+    transfers = {group: random_transfer(n, n + n // 2 + 1, g) for group, n in sizes.items()}
+    layout = coarse.param_layout()
+    params = detached_params(coarse)
+    back = restrict_params(
+        prolong(params, layout, transfers, convention), layout, transfers, convention
+    )
+    for name, p in params.items():
+        torch.testing.assert_close(back[name], p, rtol=0, atol=1e-12)
+
+
+def assert_first_order_coherence(fine_model, batches, convention: str) -> None:
+    """DESIGN.md §5.3: at x_c0 = R x with tau once per cycle on `batches`, the coarse
+    objective's gradient equals the restricted fine gradient P^T grad F_f."""
+    fine, coarse, transition, meter = restricted_levels(fine_model, batches, convention, "cycle")
+    coarse_grad = objective_gradient(coarse, batches, classification_loss, meter)
+    expected = restrict_gradients(
+        objective_gradient(fine, batches, classification_loss, meter),
+        fine_model.param_layout(),
+        transition.transfers,
+        convention,
+    )
+    for name in expected:
+        torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+def assert_zero_coarse_steps_change_nothing(
+    model, x, y, optimizer: str = "sgd", **settings
+) -> None:
+    """DESIGN.md §5.4: a cycle with nu_pre = nu_post = 0 (after 3 single-level cycles that
+    fill the optimizer state) leaves the fine parameters and optimizer state unchanged;
+    `settings` go to the MultilevelConfig (levels=2 unless given)."""
+    warm = make_cycle(model, MultilevelConfig(levels=1), x, y, optimizer=optimizer)
+    for _ in range(3):
+        warm.run_cycle()
+    config = MultilevelConfig(**({"levels": 2} | settings), nu_pre=0, nu_post=0)
+    cycle = make_cycle(model, config, x, y, optimizer=optimizer)
+    cycle.levels[0].optimizer = warm.levels[0].optimizer
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = copy.deepcopy(named_state(warm.levels[0].optimizer, model))
+    cycle.run_cycle()
+    assert len(cycle.levels) == config.levels
+    for name, p in model.named_parameters():
+        assert torch.equal(p, params[name]), name
+    after = named_state(cycle.levels[0].optimizer, model)
+    for name, entries in state.items():
+        for key, value in entries.items():
+            assert torch.equal(torch.as_tensor(after[name][key]), torch.as_tensor(value)), key
 
 
 def code_cell(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:

@@ -7,22 +7,23 @@ and short multilevel training runs. Generated data: these tests are about mechan
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from helpers import make_cycle, random_transfer, restricted_levels
+from helpers import (
+    assert_first_order_coherence,
+    assert_round_trip,
+    assert_zero_coarse_steps_change_nothing,
+    make_cycle,
+    matched_coarse,
+    restricted_levels,
+    split_units,
+)
 
 from mlw_lib.models import MLP, MgNet
 from mlw_lib.models.convnet import ConvNet
 from mlw_lib.models.resnet import ResNet
 from mlw_lib.multilevel import (
     MultilevelConfig,
-    build_model,
-    match_model,
-    prolong,
-    restrict_gradients,
-    restrict_params,
 )
 from mlw_lib.multilevel.batchnorm import (
     batchnorm_layers,
@@ -31,10 +32,7 @@ from mlw_lib.multilevel.batchnorm import (
     statistics_binding,
 )
 from mlw_lib.multilevel.groups import check_layout
-from mlw_lib.multilevel.objective import objective_gradient
-from mlw_lib.multilevel.state import named_state
 from mlw_lib.multilevel.transfer import transform_tensor
-from mlw_lib.training import classification_loss
 
 CONVENTIONS = ["sum_avg", "avg_sum"]
 MODELS = {
@@ -81,27 +79,13 @@ def prolong_running_stats(small, fine, transfers, convention) -> None:
 def duplicated(small, convention, g):
     """A fine net built from `small` by splitting every coarsened channel in two (random
     pairing and weights), computing exactly the same function in eval mode."""
-    sizes = small.group_sizes()
-    transfers = {group: random_transfer(n, 2 * n, g) for group, n in sizes.items()}
-    fine = small.resized({group: 2 * n for group, n in sizes.items()}).double()
-    params = prolong(dict(small.named_parameters()), small.param_layout(), transfers, convention)
-    with torch.no_grad():
-        for name, p in fine.named_parameters():
-            p.copy_(params[name])
+    fine, transfers = split_units(small, convention, g)
     prolong_running_stats(small, fine, transfers, convention)
     return fine.eval()
 
 
 def coarsened(fine, convention, seed, batchnorm, x):
-    config = MultilevelConfig(levels=2, convention=convention, seed=seed)
-    transition = match_model(fine, config, level=0, seed=seed)
-    coarse = build_model(fine, transition.coarse_sizes())
-    restricted = restrict_params(
-        dict(fine.named_parameters()), fine.param_layout(), transition.transfers, convention
-    )
-    with torch.no_grad():
-        for name, p in coarse.named_parameters():
-            p.copy_(restricted[name])
+    transition, coarse = matched_coarse(fine, convention, seed)
     if batchnorm == "restrict":  # exact with BN's real eps
         restrict_running_stats(fine, coarse, fine.param_layout(), transition.transfers, convention)
     else:  # recalibrate both on the same images. Batch statistics of a channel scaled by c
@@ -154,17 +138,7 @@ def test_duplicate_channel_check_can_fail():
 @pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_round_trip_on_conv_nets(model_name, convention):
-    g = torch.Generator().manual_seed(1)
-    coarse = MODELS[model_name]().double()
-    sizes = coarse.group_sizes()
-    transfers = {group: random_transfer(n, n + n // 2 + 1, g) for group, n in sizes.items()}
-    layout = coarse.param_layout()
-    params = {n: p.detach() for n, p in coarse.named_parameters()}
-    back = restrict_params(
-        prolong(params, layout, transfers, convention), layout, transfers, convention
-    )
-    for name, p in params.items():
-        torch.testing.assert_close(back[name], p, rtol=0, atol=1e-12)
+    assert_round_trip(MODELS[model_name]().double(), convention)
 
 
 # 3. first-order coherence with BN in train mode -------------------------------------------------
@@ -175,16 +149,7 @@ def test_first_order_coherence_on_conv_nets(model_name, convention):
     fine_model = MODELS[model_name]().double().train()
     x, y = images(48, 3)
     batches = [(x[i : i + 16], y[i : i + 16]) for i in (0, 16, 32)]
-    fine, coarse, transition, meter = restricted_levels(fine_model, batches, convention, "cycle")
-    coarse_grad = objective_gradient(coarse, batches, classification_loss, meter)
-    expected = restrict_gradients(
-        objective_gradient(fine, batches, classification_loss, meter),
-        fine_model.param_layout(),
-        transition.transfers,
-        convention,
-    )
-    for name in expected:
-        torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+    assert_first_order_coherence(fine_model, batches, convention)
 
 
 # 4. zero coarse steps: the correction is a no-op ------------------------------------------------
@@ -194,21 +159,7 @@ def test_zero_coarse_steps_leave_conv_net_unchanged(model_name, batchnorm):
     torch.manual_seed(0)
     x, y = images(64, 0)
     model = MODELS[model_name]().double()
-    warm = make_cycle(model, MultilevelConfig(levels=1), x, y)
-    for _ in range(3):
-        warm.run_cycle()  # populate momentum
-    config = MultilevelConfig(levels=2, nu_pre=0, nu_post=0, batchnorm=batchnorm)
-    cycle = make_cycle(model, config, x, y)
-    cycle.levels[0].optimizer = warm.levels[0].optimizer
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    state = copy.deepcopy(named_state(warm.levels[0].optimizer, model))
-    cycle.run_cycle()
-    assert len(cycle.levels) == 2
-    for name, p in model.named_parameters():
-        assert torch.equal(p, params[name]), name
-    after = named_state(cycle.levels[0].optimizer, model)
-    for name, entries in state.items():
-        assert torch.equal(after[name]["momentum_buffer"], entries["momentum_buffer"]), name
+    assert_zero_coarse_steps_change_nothing(model, x, y, batchnorm=batchnorm)
 
 
 # unit feature norms (the unit weights between re-matchings) -------------------------------------

@@ -29,11 +29,12 @@ from torchvision.datasets.utils import calculate_md5
 from mlw_lib.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    LOADERS,
+    IMAGES,
     Augment,
     ChecksumError,
     DataUnavailableError,
     InMemoryDataset,
+    imdb,
     load_cifar10,
     load_dataset,
     load_fashion_mnist,
@@ -415,15 +416,16 @@ def test_every_dataset_loads_with_defaults_from_the_mirror(
     root: Path, network: FakeNetwork
 ) -> None:
     """What `make data` does: with only the mirror, no dataset needs the network."""
-    for name in LOADERS:
+    for name in IMAGES:
         assert load_dataset(name).info.source == "mirror"
+    assert "from mirror:" in imdb.fetch_archive()
     assert network.opened == []
 
 
 def test_load_dataset_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'cifar100'; valid names: cifar10, "):
         load_dataset("cifar100")
-    with pytest.raises(ValueError, match="fashion_mnist, mnist"):
+    with pytest.raises(ValueError, match="fashion_mnist, imdb, mnist"):
         load_dataset("MNIST")
 
 

@@ -223,3 +223,85 @@ def test_two_first_runs_on_a_fresh_store_both_complete(tmp_path: Path, refusals)
         "three first runs at once on a fresh MLflow store (one used to die: duplicate column)",
         "all complete: the store's tables are created once, under a file lock",
     )
+
+
+def test_a_new_run_ends_the_runs_an_abandoned_execution_left_running(toy: Path, refusals) -> None:
+    killed = cli("run", str(toy), "-p", "pause", "60", "-p", "seeds", "[0]")
+    wait_for(lambda: len(executions(toy)) == 1, "the first execution")
+    abandoned = f"01_toy/{executions(toy)[0].parent.name}"
+    wait_for(lambda: abandoned in run_statuses_or_empty(toy), "its MLflow run")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+
+    fresh = cli("run", str(toy), "-p", "epochs", "0.5", "-p", "seeds", "[0]")
+    assert fresh.wait(timeout=300) == 0, fresh.stderr.read()
+    statuses = run_statuses(toy)
+    assert statuses.pop(abandoned) == ["KILLED"]
+    assert list(statuses.values()) == [["FINISHED"]]
+    refusals.behaviour(
+        "kill -9 of a CLI run, then a new run (not --resume)",
+        "the new run ends the runs the dead one left RUNNING as KILLED",
+    )
+
+
+def test_an_interrupted_sweep_resumes_without_running_finished_points_again(
+    toy: Path, refusals
+) -> None:
+    sweep = ("sweep", str(toy), "-g", "pause", "0,5", "-p", "epochs", "0.5", "-p", "seeds", "[0]")
+    out = toy.parents[1] / "runs" / "notebooks"
+    killed = cli(*sweep)
+    wait_for(lambda: any(out.glob("01_toy__pause=5/*/pid")), "the second point")
+    (second,) = out.glob("01_toy__pause=5/*")
+    wait_for(lambda: f"01_toy/{second.name}" in run_statuses_or_empty(toy), "its MLflow run")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    (first,) = out.glob("01_toy__pause=0/*")
+    assert (first / "finished").exists() and not (second / "finished").exists()
+
+    resumed = cli(*sweep, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert list(out.glob("01_toy__pause=0/*")) == [first], "a finished point is not run again"
+    assert list(out.glob("01_toy__pause=5/*")) == [second], "resumed in place"
+    assert (second / "finished").exists()
+    statuses = run_statuses(toy)
+    assert sorted(statuses[f"01_toy/{second.name}"]) == ["FINISHED", "KILLED"]
+    refusals.behaviour(
+        "kill -9 of `python -m mlw_lib sweep NB -g ...` mid-sweep, then the same command "
+        "with --resume",
+        "finished points are not run again; the interrupted one continues in its own folder",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, again",
+    [
+        (["run", "02", "-p", "epochs", "2"], "python -m mlw_lib run 02 --resume"),
+        (["run-all", "--params", "paper"], "python -m mlw_lib run-all --params paper --resume"),
+        (
+            ["sweep", "01", "-g", "widths", "[[64], [128]]"],
+            "python -m mlw_lib sweep 01 -g widths '[[64], [128]]' --resume",
+        ),
+    ],
+)
+def test_an_interrupted_command_names_the_command_that_continues_it(argv, again) -> None:
+    from mlw_lib.__main__ import build_parser, resume_command
+
+    assert resume_command(build_parser().parse_args(argv), argv) == again
+
+
+def test_an_execution_is_abandoned_only_when_no_live_process_runs_it(tmp_path: Path) -> None:
+    execution = notebooks.Execution.create(tmp_path, "01_toy", {"epochs": 1.0})
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (execution.folder / "pid").write_text(str(sleeper.pid))
+        assert execution.running_pid == sleeper.pid and not execution.abandoned
+        hour_ago = time.time() - 3600  # the pid file predates the process: the pid was reused
+        os.utime(execution.folder / "pid", (hour_ago, hour_ago))
+        assert execution.running_pid is None and execution.abandoned
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (execution.folder / "pid").touch()
+    assert execution.abandoned, "its process is gone"
+    (execution.folder / "finished").touch()
+    assert not execution.abandoned

@@ -6,7 +6,13 @@ import copy
 
 import pytest
 import torch
-from helpers import make_cycle, random_transfer, restricted_levels, toy_data
+from helpers import (
+    assert_zero_coarse_steps_change_nothing,
+    make_cycle,
+    random_transfer,
+    restricted_levels,
+    toy_data,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +36,6 @@ from mlw_lib.multilevel.objective import (
     objective_backward,
     objective_gradient,
 )
-from mlw_lib.multilevel.state import named_state
 from mlw_lib.training import classification_loss
 
 CONVENTIONS = ["sum_avg", "avg_sum"]
@@ -215,25 +220,9 @@ def test_zero_coarse_steps_leave_fine_level_unchanged(convention, optimizer, lev
     torch.manual_seed(levels)
     x, y = toy_data(64, 9, 3, seed=levels)
     model = MLP(9, [12, 8], 3).double()
-    warm = make_cycle(model, MultilevelConfig(levels=1), x, y, optimizer=optimizer)
-    for _ in range(3):
-        warm.run_cycle()  # populate momentum / Adam moments
-    config = MultilevelConfig(levels=levels, convention=convention, nu_pre=0, nu_post=0)
-    cycle = make_cycle(model, config, x, y, optimizer=optimizer)
-    cycle.levels[0].optimizer = warm.levels[0].optimizer
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    state = copy.deepcopy(named_state(warm.levels[0].optimizer, model))
-    cycle.run_cycle()
-    assert len(cycle.levels) == levels
-    for name, p in model.named_parameters():
-        assert torch.equal(p, params[name]), name
-    after = named_state(cycle.levels[0].optimizer, model)
-    for name, entries in state.items():
-        for key, value in entries.items():
-            assert torch.equal(torch.as_tensor(after[name][key]), torch.as_tensor(value)), (
-                name,
-                key,
-            )
+    assert_zero_coarse_steps_change_nothing(
+        model, x, y, optimizer, levels=levels, convention=convention
+    )
 
 
 # 5. matching validity -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from mlw_lib.multilevel import MultilevelConfig, prolong
 from mlw_lib.multilevel.hierarchy import detached_params
 from mlw_lib.reproducibility import seed_everything
 from mlw_lib.training import BatchStream, TrainConfig, classification_loss, train
+from mlw_lib.training.trainer import schedule_factor
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -122,6 +123,16 @@ def test_cosine_schedule_scales_every_levels_learning_rate():
             assert group["lr"] == pytest.approx(level.lr * factor)
     constant = _trained(TrainConfig(epochs=2.0, batch_size=32, lr=[0.05, 0.2]))
     assert [lv.optimizer.param_groups[0]["lr"] for lv in constant.cycle.levels] == [0.05, 0.2]
+
+
+def test_warmup_ramps_the_learning_rate_up_first():
+    def weights(warmup: float) -> torch.Tensor:
+        config = TrainConfig(epochs=2.0, batch_size=32, lr=0.05, warmup=warmup)
+        return torch.cat([p.flatten() for p in _trained(config, levels=1).model.parameters()])
+
+    assert not torch.equal(weights(0.5), weights(0.0))
+    factors = [schedule_factor("cosine", p, warmup=0.2, step=0.01) for p in (0, 0.1, 0.2, 0.6, 1)]
+    assert factors == pytest.approx([0.05, 0.55, 1.0, 0.5, 0.0])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])

@@ -1,6 +1,7 @@
-"""Datasets as in-memory tensors, loaded through torchvision from md5-verified files in the
-data root (copied from `$MLW_DATA_MIRROR` or downloaded). `load_dataset(name, **kwargs)`
-dispatches by name; every dataset's `info.describe()` says which data were loaded."""
+"""Datasets as in-memory tensors, loaded from md5-verified files in the data root (copied from
+`$MLW_DATA_MIRROR` or downloaded): images through torchvision, IMDB reviews as token ids.
+`load_dataset(name, **kwargs)` dispatches by name; every dataset's `info.describe()` says
+which data were loaded."""
 
 from collections.abc import Callable
 
@@ -8,12 +9,16 @@ from mlw_lib.data.augment import Augment, random_crop_flip
 from mlw_lib.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset
 from mlw_lib.data.files import MIRROR_ENV, ChecksumError, DataUnavailableError, mirror_dir
+from mlw_lib.data import imdb
+from mlw_lib.data.imdb import load_imdb
 from mlw_lib.data.mnist import load_fashion_mnist, load_mnist
 
+IMAGES = ("mnist", "fashion_mnist", "cifar10")
 LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "imdb": load_imdb,
 }
 
 
@@ -28,6 +33,7 @@ def load_dataset(name: str, **kwargs: object) -> InMemoryDataset:
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "IMAGES",
     "LOADERS",
     "MIRROR_ENV",
     "Augment",
@@ -38,6 +44,8 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
+    "imdb",
+    "load_imdb",
     "load_mnist",
     "mirror_dir",
     "random_crop_flip",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ class DatasetInfo:
     "local:<data root>" for files found there without a record); `files`: {path relative to
     the data root: verified md5}. `full_train`/`full_test`: sizes of the file set loaded (a
     subset is its first examples); `variant` names that file set when there are several, and
-    `partial` marks one that holds only part of the official dataset.
+    `partial` marks one that holds only part of the official dataset. `settings`: how the
+    files were turned into tensors where that is a choice (e.g. a tokenizer), {name: value}.
     """
 
     name: str
@@ -33,6 +35,7 @@ class DatasetInfo:
     full_test: int = 0
     variant: str = ""
     partial: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -55,7 +58,8 @@ class DatasetInfo:
         where = self.origin.replace(":", " ", 1)  # the first ':' only: URLs stay intact
         where = f"cache (originally {where})" if self.source == "cache" else where
         label = f"{self.name} {self.variant}".strip()
-        return f"{label} ({size}) from {where}, md5-verified"
+        settings = "".join(f"; {name}: {value}" for name, value in self.settings.items())
+        return f"{label} ({size}) from {where}, md5-verified{settings}"
 
     def as_tags(self) -> dict[str, str]:
         """Flat string dict for MLflow tags (`data_variant` only when the dataset has one)."""
@@ -67,14 +71,15 @@ class DatasetInfo:
             "n_train": str(self.n_train),
             "n_test": str(self.n_test),
         }
+        tags |= {f"data_{name}": value for name, value in self.settings.items()}
         return tags | ({"data_variant": self.variant} if self.variant else {})
 
 
 @dataclass
 class InMemoryDataset:
-    """A whole dataset held as tensors on one device: `x_train` (N_train, ...) float32,
-    `y_train` (N_train,) int64, `x_test` (N_test, ...) float32, `y_test` (N_test,) int64;
-    `classes[k]` names label k."""
+    """A whole dataset held as tensors on one device: `x_train` (N_train, ...) float32 images
+    or int64 token ids (N_train, max_len), `y_train` (N_train,) int64, `x_test` and `y_test`
+    likewise; `classes[k]` names label k; `tokenizer` (text only) turns ids back into tokens."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -82,6 +87,7 @@ class InMemoryDataset:
     y_test: torch.Tensor
     info: DatasetInfo
     classes: tuple[str, ...] = ()
+    tokenizer: Any = None
 
     def to(self, device: str | torch.device) -> InMemoryDataset:
         """A new dataset with every tensor on `device` (tensors already there are shared)."""

@@ -3,8 +3,8 @@
 from .config import MultilevelConfig
 from .cycle import FASCycle
 from .groups import AxisBinding, Layout, Role, WidthModel
-from .hierarchy import CoarseningError, Transition, build_model, match_model
-from .matching import Matching, match_units
+from .hierarchy import CoarseningError, Transition, build_model, check_depth, match_model
+from .matching import Matching, match_units, merge_counts
 from .operators import GroupTransfer
 from .transfer import prolong, restrict_gradients, restrict_params
 from .work import WorkMeter, forward_backward_flops
@@ -22,9 +22,11 @@ __all__ = [
     "WidthModel",
     "WorkMeter",
     "build_model",
+    "check_depth",
     "forward_backward_flops",
     "match_model",
     "match_units",
+    "merge_counts",
     "prolong",
     "restrict_gradients",
     "restrict_params",

@@ -108,6 +108,8 @@ class FASCycle:
         self.transitions: list[Transition | None] = [None] * (config.levels - 1)
         self.visits = [0] * (config.levels - 1)
         self.cycles_done = 0
+        # One entry per matching: {"cycle", "level", "assign": {group: (n_fine,) int64}}.
+        self.matchings_log: list[dict] = []
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
@@ -205,6 +207,8 @@ class FASCycle:
         if previous is None or self.visits[l] % self.config.rematch_every == 0:
             seed = self.config.seed + 7919 * self.visits[l] + 104729 * l
             transition = match_model(fine, self.config, l, seed)
+            assign = {group: m.assign.cpu() for group, m in transition.matchings.items()}
+            self.matchings_log.append({"cycle": self.cycles_done, "level": l, "assign": assign})
             for group, n in fine.group_sizes().items():
                 self.meter.charge_flops(matching_flops(n, transition.feature_dims[group]))
             if previous is not None and transition.coarse_sizes() != previous.coarse_sizes():
@@ -266,12 +270,14 @@ class FASCycle:
             "transitions": [None if t is None else t.state_dict() for t in self.transitions],
             "visits": list(self.visits),
             "cycles_done": self.cycles_done,
+            "matchings_log": self.matchings_log,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore operators and counters (coarse models are rebuilt from the sizes)."""
         self.visits = list(state["visits"])
         self.cycles_done = int(state["cycles_done"])
+        self.matchings_log = list(state.get("matchings_log", []))
         device = next(self.levels[0].model.parameters()).device
         for l, saved in enumerate(state["transitions"]):
             if saved is None:

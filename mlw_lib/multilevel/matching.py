@@ -153,3 +153,16 @@ def match_units(
     assign, n_coarse = assignment_from_pairs(n, pairs)
     pair_tensor = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
     return Matching(assign.to(features.device), n_coarse, pair_tensor)
+
+
+def merge_counts(assignments: list[torch.Tensor]) -> torch.Tensor:
+    """How often each two units were merged: (n, n) int64 counts over `assignments`, each an
+    (n,) coarse index per unit (e.g. one group's assignments at every re-matching); the
+    diagonal is 0."""
+    n = int(assignments[0].numel()) if assignments else 0
+    counts = torch.zeros(n, n, dtype=torch.int64)
+    for assign in assignments:
+        if assign.numel() != n:
+            raise ValueError(f"assignments of {assign.numel()} and {n} units cannot be combined")
+        counts += (assign[:, None] == assign[None, :]).long()
+    return counts.fill_diagonal_(0)

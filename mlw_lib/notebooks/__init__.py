@@ -51,6 +51,7 @@ from mlw_lib.notebooks.parameters import (
 from mlw_lib.notebooks.running import (
     SWEEP_SEPARATOR,
     NotebookExecutionError,
+    continue_notebook,
     headless_environment,
     kernel_transport,
     output_path_for,
@@ -74,6 +75,7 @@ __all__ = [
     "ParametersCellError",
     "UnknownNotebookError",
     "UnknownParameterError",
+    "continue_notebook",
     "grid_points",
     "headless_environment",
     "kernel_transport",

@@ -10,6 +10,8 @@
 `MLW_EXECUTION` (tagged on its MLflow runs) and `MLW_CHECKPOINT_DIR` (where `compare` keeps
 and resumes its checkpoints). A resumed execution re-runs the notebook in the same folder:
 finished (method, seed) runs load from their checkpoints, the interrupted one continues.
+An execution is *abandoned* when it did not finish and the process in `pid` is gone
+(kill -9, a lost session): the next start ends the MLflow runs it left RUNNING.
 """
 
 from __future__ import annotations
@@ -69,10 +71,8 @@ class Execution:
     def latest_unfinished(cls, output_dir: Path, stem: str) -> Execution:
         """The newest execution of `stem` that did not finish; ResumeError if there is none
         or it is still running."""
-        folders = sorted(Path(output_dir, stem).glob("*/parameters.yaml"), reverse=True)
-        for folder in (path.parent for path in folders):
-            if not (folder / "finished").exists():
-                execution = cls(folder)
+        for execution in cls.all_of(output_dir, stem):
+            if not execution.finished:
                 execution.check_not_running()
                 return execution
         raise ResumeError(
@@ -80,17 +80,50 @@ class Execution:
             "start one without --resume"
         )
 
+    @classmethod
+    def newest_with(
+        cls, output_dir: Path, stem: str, params: Mapping[str, Any]
+    ) -> Execution | None:
+        """The newest execution of `stem` started with exactly `params`, if any."""
+        wanted = dict(params)
+        return next((e for e in cls.all_of(output_dir, stem) if e.parameters() == wanted), None)
+
+    @classmethod
+    def all_of(cls, output_dir: Path, stem: str) -> list[Execution]:
+        """Every execution of `stem` under `output_dir`, newest first."""
+        files = sorted(Path(output_dir, stem).glob("*/parameters.yaml"), reverse=True)
+        return [cls(path.parent) for path in files]
+
     def parameters(self) -> dict[str, Any]:
         """The parameters this execution was started with."""
         return load_parameter_file(self.folder / "parameters.yaml")
 
-    def check_not_running(self) -> None:
-        """ResumeError if the process recorded in `pid` is still alive."""
+    @property
+    def finished(self) -> bool:
+        return (self.folder / "finished").exists()
+
+    @property
+    def running_pid(self) -> int | None:
+        """The pid of the live process running this execution (not this process), else None.
+        A pid the OS has since given to a process started later does not count."""
         import psutil
 
         pid_file = self.folder / "pid"
-        pid = int(pid_file.read_text()) if pid_file.is_file() else None
-        if pid is not None and pid != os.getpid() and psutil.pid_exists(pid):
+        try:
+            pid, written = int(pid_file.read_text()), pid_file.stat().st_mtime
+            started = psutil.Process(pid).create_time()
+        except (OSError, ValueError, psutil.Error):  # no pid file, or no such process
+            return None
+        return pid if pid != os.getpid() and started <= written + 1 else None
+
+    @property
+    def abandoned(self) -> bool:
+        """Not finished, and no live process runs it."""
+        return self.folder.is_dir() and not self.finished and self.running_pid is None
+
+    def check_not_running(self) -> None:
+        """ResumeError if the process recorded in `pid` is still alive."""
+        if (pid := self.running_pid) is not None:
             raise ResumeError(f"execution {self.folder} is still running (pid {pid})")
 
     def start(self) -> dict[str, str]:

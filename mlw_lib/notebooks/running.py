@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -227,13 +227,54 @@ def run_notebook(
         if parameters or parameter_file:
             raise ValueError("a resumed execution keeps its own parameters; leave out -p and -f")
         execution = Execution.latest_unfinished(output_dir, latest.stem)
-        params = execution.parameters()
-        end_unfinished_runs(execution.id, "KILLED")  # left RUNNING by the process that died
         log.info("resuming %s", execution.folder)
+        params = execution.parameters()
     else:
         params = merge_parameters(parameter_file, parameters)
         validate_parameters(source, params)
         execution = Execution.create(output_dir, latest.stem, params)
+    return _run_execution(source, execution, params, latest, timeout, kernel_name)
+
+
+def continue_notebook(
+    name: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    parameter_file: Path | None = None,
+    output_dir: Path | None = None,
+    suffix: str | None = None,
+    **kw: Any,
+) -> Path:
+    """One notebook of a resumed batch (`run-all --resume`, `sweep --resume`): if the newest
+    execution with exactly these parameters finished, nothing runs and its copy is returned;
+    if it did not finish, it continues (as `run_notebook(resume=True)`); if there is none,
+    a new one runs."""
+    source = resolve_notebook(name)
+    output_dir = runs_dir() / "notebooks" if output_dir is None else Path(output_dir)
+    latest = output_path_for(source, output_dir, suffix)
+    params = merge_parameters(parameter_file, parameters)
+    validate_parameters(source, params)
+    execution = Execution.newest_with(output_dir, latest.stem, params)
+    if execution is None:
+        return run_notebook(source, params, output_dir=output_dir, suffix=suffix, **kw)
+    if execution.finished:
+        log.info("%s: already finished in %s", latest.stem, execution.folder)
+        return execution.notebook
+    execution.check_not_running()
+    log.info("resuming %s", execution.folder)
+    return _run_execution(source, execution, params, latest, **kw)
+
+
+def _run_execution(
+    source: Path,
+    execution: Execution,
+    params: Mapping[str, Any],
+    latest: Path,
+    timeout: int | None = None,
+    kernel_name: str = "python3",
+) -> Path:
+    """Run `execution` (new or resumed) and make its copy `latest` if it succeeds; first end
+    the runs that abandoned executions (this one, if resumed) left RUNNING."""
+    end_unfinished_runs(lambda id: Execution(latest.parent / id).abandoned, "KILLED")
     status = "KILLED"  # unless it ends otherwise: interrupted (SIGINT/SIGTERM)
     try:
         _execute(
@@ -251,7 +292,7 @@ def run_notebook(
         status = "FAILED"
         raise
     finally:
-        end_unfinished_runs(execution.id, status)
+        end_unfinished_runs(lambda id: id == execution.id, status)
     return execution.finish(latest)
 
 
@@ -273,13 +314,13 @@ def stop_executions(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
 
-def end_unfinished_runs(execution_id: str, status: str) -> None:
-    """End the MLflow runs of an execution that are still RUNNING with `status` (its kernel
-    is gone); nothing when the store was never created."""
+def end_unfinished_runs(which: Callable[[str], bool], status: str) -> None:
+    """End with `status` the MLflow runs still RUNNING of the executions (ids) `which` selects
+    (their kernels are gone); nothing when the store was never created."""
     from mlw_lib import tracking
 
     if tracking.store_exists():
-        tracking.end_runs_of_execution(execution_id, status)
+        tracking.end_runs_of_executions(which, status)
 
 
 def run_all(
@@ -287,15 +328,18 @@ def run_all(
     *,
     notebooks: Path | None = None,
     params_dir: Path | None = None,
+    resume: bool = False,
     **kw: Any,
 ) -> list[Path]:
     """Run every notebook in order, once per file of `parameter_set_files(parameter_set, key)`
     (`<key>.yaml`, then each `<key>.<variant>.yaml` with the copy `<key>__<variant>.ipynb`),
     with the defaults where there is none.
 
-    `notebooks` and `params_dir` override the notebook folder and the `params/` root; other
-    keyword arguments go to `run_notebook`.
+    `notebooks` and `params_dir` override the notebook folder and the `params/` root;
+    `resume=True` continues an interrupted run-all (see `continue_notebook`); other keyword
+    arguments go to `run_notebook`.
     """
+    run = continue_notebook if resume else run_notebook
     sources = list_notebooks(notebooks)
     if parameter_set is not None:
         set_dir = (params_root() if params_dir is None else Path(params_dir)) / parameter_set
@@ -309,9 +353,7 @@ def run_all(
             if runs == {"": None}:
                 log.warning("%s: no parameters in %s, using the defaults", source.name, set_dir)
         for variant, parameter_file in runs.items():
-            outputs.append(
-                run_notebook(source, parameter_file=parameter_file, suffix=variant or None, **kw)
-            )
+            outputs.append(run(source, parameter_file=parameter_file, suffix=variant or None, **kw))
     return outputs
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from mlw_lib.notebooks.catalog import resolve_notebook
 from mlw_lib.notebooks.parameters import merge_parameters, validate_parameters
-from mlw_lib.notebooks.running import run_notebook
+from mlw_lib.notebooks.running import continue_notebook, run_notebook
 
 
 def value_slug(value: Any) -> str:
@@ -53,20 +53,23 @@ def run_sweep(
     grid: Mapping[str, list[Any]],
     parameters: Mapping[str, Any] | None = None,
     parameter_file: Path | None = None,
+    resume: bool = False,
     **kw: Any,
 ) -> list[Path]:
     """Run the notebook once per point of the grid's Cartesian product; return the copies.
 
     Grid values override `parameters`, which override the file. Every point's names and
     value types are validated before anything runs. Copies are named
-    `<key>__<name>=<value>_....ipynb`.
+    `<key>__<name>=<value>_....ipynb`. `resume=True` continues an interrupted sweep: finished
+    points are not run again (see `continue_notebook`).
     """
+    run = continue_notebook if resume else run_notebook
     source = resolve_notebook(name)
     base = merge_parameters(parameter_file, parameters)
     points = grid_points(grid)
     for point in points:  # names and value types of every run, before the first one starts
         validate_parameters(source, {**base, **point})
     return [
-        run_notebook(source, parameters={**base, **point}, suffix=suffix, **kw)
+        run(source, parameters={**base, **point}, suffix=suffix, **kw)
         for point, suffix in zip(points, sweep_suffixes(points), strict=True)
     ]

@@ -8,6 +8,7 @@ from .evaluation import (
     evaluate,
     evaluate_levels,
     restricted_hierarchy,
+    restricted_models,
 )
 from .trainer import NonFiniteLossError, TrainConfig, TrainResult, train
 
@@ -22,6 +23,7 @@ __all__ = [
     "evaluate_levels",
     "load_checkpoint",
     "restricted_hierarchy",
+    "restricted_models",
     "save_checkpoint",
     "train",
 ]

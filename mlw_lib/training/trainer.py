@@ -41,6 +41,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 0.0  # L2 (sgd, adam) or decoupled (adamw) weight decay
     schedule: str = "constant"  # "constant" or "cosine", indexed by fine-level work
+    warmup: float = 0.0  # linear learning-rate warm-up over this fraction of the work budget
     seed: int = 0  # seed of the minibatch order
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
     eval_every: float = 1.0  # evaluate every this many work-epochs
@@ -64,6 +65,7 @@ class TrainConfig:
             number("lr (each entry)" if len(lrs) > 1 else "lr", lr, 0.0, open_low=True)
         number("momentum", self.momentum, 0.0, 1.0, open_high=True)
         number("weight_decay", self.weight_decay, 0.0)
+        number("warmup", self.warmup, 0.0, 1.0, open_high=True)
         for name in ("augment", "flip", "channels_last"):
             flag(name, getattr(self, name))
         try:
@@ -132,10 +134,16 @@ class TrainConfig:
         return make
 
 
-def schedule_factor(kind: str, progress: float) -> float:
-    """Learning-rate multiplier at `progress` in [0, 1] of the work budget."""
+def schedule_factor(kind: str, progress: float, warmup: float = 0.0, step: float = 0.0) -> float:
+    """Learning-rate multiplier at `progress` in [0, 1] of the work budget: a linear warm-up
+    to 1 over the first `warmup` of the budget (at `progress + step`, so that the first step's
+    rate is not 0; `step`: one WU's share of the budget), then `kind` ("constant", or "cosine"
+    from 1 to 0 over the rest)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return min(1.0, (progress + step) / warmup)
     if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
     return 1.0
 
 
@@ -259,7 +267,9 @@ def train(
             done_before = meter.work_units
             try:
                 with meter.running():  # the wall-clock: everything but evaluation and saving
-                    fas.lr_factor = schedule_factor(config.schedule, meter.work_units / budget)
+                    fas.lr_factor = schedule_factor(
+                        config.schedule, meter.work_units / budget, config.warmup, 1.0 / budget
+                    )
                     fas.run_cycle()
             except NonFiniteLossError as error:
                 stop = NonFiniteStop(fas, stream, meter, checkpoint_path, saved_at)

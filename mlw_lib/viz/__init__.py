@@ -1,5 +1,16 @@
-"""Figures: house style, method palette, curves, tables, hierarchy plots, and saving."""
+"""Figures: house style, method palette, curves, tables, hierarchy and attention plots, and
+saving."""
 
+from mlw_lib.viz.attention import (
+    attention_entropy,
+    attention_received,
+    merged_groups,
+    plot_head_entropy,
+    plot_merge_counts,
+    plot_merged_head_maps,
+    plot_similarity_with_pairs,
+    plot_token_attention,
+)
 from mlw_lib.viz.curves import (
     AXIS_LABELS,
     axis_label,
@@ -20,6 +31,14 @@ from mlw_lib.viz.style import (
 
 __all__ = [
     "AXIS_LABELS",
+    "attention_entropy",
+    "attention_received",
+    "merged_groups",
+    "plot_head_entropy",
+    "plot_merge_counts",
+    "plot_merged_head_maps",
+    "plot_similarity_with_pairs",
+    "plot_token_attention",
     "SINGLE_LEVEL_COLOR",
     "STYLE_FILE",
     "axis_label",
