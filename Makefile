@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper bad-inputs
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper bad-inputs mlflow-screenshot
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,4 +56,9 @@ benchmark-transformer: data
 	$(PY) benchmarks/bench_transformer.py
 
 mlflow-ui: $(STAMP)
-	$(PY) -c "import mlw_lib.tracking as t; print(t.mlflow_ui_command())" | bash
+	$(PY) -c "import mlw_lib.mlflow_ui as u; print(u.mlflow_ui_command())" | bash
+
+# figures/paper/mlflow_ui.png: the UI on experiment $(EXPERIMENT)'s runs (needs chromium installed)
+EXPERIMENT ?= 01-mlp-mnist
+mlflow-screenshot: $(STAMP)
+	$(PY) -c "import mlw_lib.mlflow_ui as u; print(u.ui_screenshot('figures/paper/mlflow_ui.png', '$(EXPERIMENT)'))"

@@ -4,7 +4,7 @@ Layout (absolute paths, independent of the working directory):
 `<runs>/mlflow/mlflow.db` and `<runs>/mlflow/artifacts/<experiment>/` (`<runs>`: `<repo>/runs`
 or `$MLW_RUNS_DIR`). `$MLW_MLFLOW_DIR` moves both (tests point it at a temporary folder);
 `$MLFLOW_TRACKING_URI` overrides the database URI only. Every entry point sets the tracking
-URI, so each works in a fresh process. Browse with the command from `mlflow_ui_command()`.
+URI, so each works in a fresh process. Browse with `mlw_lib.mlflow_ui` (`make mlflow-ui`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import fcntl
 import json
 import os
 import re
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -65,7 +63,7 @@ def artifact_root() -> Path:
 _READY: set[str] = set()  # stores whose tables this process has seen created
 
 
-def _use_store() -> None:
+def use_store() -> None:
     """Point MLflow at the store; the first time in a process, create its tables under a file
     lock, so that two first runs on a fresh store do not race to create them."""
     uri, chosen = tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
@@ -91,7 +89,7 @@ def store_exists() -> bool:
 def end_runs_of_executions(which: Callable[[str], bool], status: str = "KILLED") -> list[str]:
     """End with `status` every RUNNING run whose `mlw_execution` tag satisfies `which` (e.g.
     the runs of an execution whose kernel was killed); return their ids."""
-    _use_store()
+    use_store()
     client = mlflow.MlflowClient()
     ids = [experiment.experiment_id for experiment in client.search_experiments()]
     if not ids:
@@ -114,7 +112,7 @@ def get_or_create_experiment(name: str) -> str:
 
     A deleted experiment of that name is restored rather than shadowed.
     """
-    _use_store()
+    use_store()
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -202,7 +200,7 @@ def child_run(
     `notebook_run`.
     """
     parent = _require_active_run()
-    _use_store()
+    use_store()
     parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
     inherited = {
         k: v
@@ -285,7 +283,7 @@ def load_logged_checkpoint(
     run_id: str, name: str = "checkpoint", artifact_path: str = "checkpoints"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, config) logged by `log_checkpoint` in run `run_id`; tensors load on CPU."""
-    _use_store()
+    use_store()
     with tempfile.TemporaryDirectory(prefix="mlw-checkpoint-") as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -304,24 +302,10 @@ def log_figure_files(paths: list[Path], artifact_path: str = "figures") -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
-def mlflow_ui_command(port: int = 5000) -> str:
-    """Shell command that serves the MLflow UI for this store on 127.0.0.1.
-
-    `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false` and one worker keep the server's memory low.
-    """
-    executable = Path(sys.executable).parent / "mlflow"
-    program = str(executable) if executable.exists() else "mlflow"
-    return (
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "
-        f"{shlex.quote(program)} ui --backend-store-uri {shlex.quote(tracking_uri())} "
-        f"--host 127.0.0.1 --port {port} --workers 1"
-    )
-
-
 @contextmanager
 def resume_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
     """Re-open a finished run (e.g. a notebook's parent run) to log figures from a later cell."""
-    _use_store()
+    use_store()
     with mlflow.start_run(run_id=run_id) as run:
         yield run
 

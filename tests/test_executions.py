@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import nbformat
 import pytest
 from helpers import REPO, code_cell, write_notebook
 
-from mlw_lib import notebooks
+from mlw_lib import notebooks, tracking
 
-PARAMETERS = "epochs = 12.0  # work budget\nseeds = [0, 1]  # seeds\npause = 0  # s to sleep first"
+PARAMETERS = "epochs = 6.0  # work budget\nseeds = [0, 1]  # seeds\npause = 0  # s to sleep first"
 COMPARE = """\
 import time
 from types import SimpleNamespace
@@ -132,31 +133,33 @@ def test_kill_9_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(
     )
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_run_ends_its_runs_as_killed_and_keeps_the_last_good_copy(
-    toy: Path, stop: signal.Signals, refusals
+    toy: Path, refusals
 ) -> None:
     good = cli("run", str(toy), "-p", "epochs", "0.5", "-p", "seeds", "[0]")
     assert good.wait(timeout=300) == 0, good.stderr.read()
     latest = toy.parents[1] / "runs" / "notebooks" / "01_toy.ipynb"
     before = latest.read_bytes()
-
-    stopped = cli("run", str(toy), "-p", "pause", "60")
-    wait_for(lambda: len(executions(toy)) == 2, "the second execution")
-    folder = executions(toy)[-1].parent
-    wait_for(lambda: f"01_toy/{folder.name}" in run_statuses_or_empty(toy), "its MLflow run")
-    stopped.send_signal(stop)
-    assert stopped.wait(timeout=60) == 130
-    message = stopped.stderr.read()
-    assert f"continue with: python -m mlw_lib run {toy} --resume" in message
-    assert run_statuses(toy)[f"01_toy/{folder.name}"] == ["KILLED"]
-    assert latest.read_bytes() == before
-    what = "kill (SIGTERM) of a CLI run" if stop == signal.SIGTERM else "Ctrl-C (SIGINT) of a run"
-    (line,) = [line for line in message.splitlines() if line.startswith("mlw: interrupted")]
-    noise = (
-        " Tracebacks of the kernel's shutdown are printed too." if "Traceback" in message else ""
-    )
-    refusals.seen(what, f"{line} (exit 130; its MLflow runs KILLED.{noise})")
+    for count, (stop, what) in enumerate(
+        [
+            (signal.SIGTERM, "kill (SIGTERM) of a CLI run"),
+            (signal.SIGINT, "Ctrl-C (SIGINT) of a run"),
+        ],
+        start=2,
+    ):
+        stopped = cli("run", str(toy), "-p", "pause", "60")
+        wait_for(lambda n=count: len(executions(toy)) == n, "the next execution")
+        folder = executions(toy)[-1].parent
+        wait_for(lambda f=folder: f"01_toy/{f.name}" in run_statuses_or_empty(toy), "its run")
+        stopped.send_signal(stop)
+        assert stopped.wait(timeout=60) == 130
+        message = stopped.stderr.read()
+        assert f"continue with: python -m mlw_lib run {toy} --resume" in message
+        assert run_statuses(toy)[f"01_toy/{folder.name}"] == ["KILLED"]
+        assert latest.read_bytes() == before
+        (line,) = [line for line in message.splitlines() if line.startswith("mlw: interrupted")]
+        noise = " Tracebacks of the kernel's shutdown are printed too." * ("Traceback" in message)
+        refusals.seen(what, f"{line} (exit 130; its MLflow runs KILLED.{noise})")
 
 
 def run_statuses_or_empty(toy: Path) -> dict[str, list[str]]:
@@ -225,49 +228,75 @@ def test_two_first_runs_on_a_fresh_store_both_complete(tmp_path: Path, refusals)
     )
 
 
-def test_a_new_run_ends_the_runs_an_abandoned_execution_left_running(toy: Path, refusals) -> None:
-    killed = cli("run", str(toy), "-p", "pause", "60", "-p", "seeds", "[0]")
-    wait_for(lambda: len(executions(toy)) == 1, "the first execution")
-    abandoned = f"01_toy/{executions(toy)[0].parent.name}"
-    wait_for(lambda: abandoned in run_statuses_or_empty(toy), "its MLflow run")
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=30)
-
-    fresh = cli("run", str(toy), "-p", "epochs", "0.5", "-p", "seeds", "[0]")
-    assert fresh.wait(timeout=300) == 0, fresh.stderr.read()
-    statuses = run_statuses(toy)
-    assert statuses.pop(abandoned) == ["KILLED"]
-    assert list(statuses.values()) == [["FINISHED"]]
+def test_a_new_run_ends_the_runs_an_abandoned_execution_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusals
+) -> None:
+    """An execution whose process died without a word (kill -9) left a run RUNNING; the next
+    run of any notebook ends it KILLED; a live execution's run is left alone."""
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    out = tmp_path / "runs" / "notebooks"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    executions = {}
+    for name, pid in (("dead", dead.pid), ("alive", alive.pid)):
+        execution = notebooks.Execution.create(out, f"01_{name}", {})
+        (execution.folder / "pid").write_text(str(pid))
+        monkeypatch.setenv(notebooks.executions.EXECUTION_ENV, execution.id)
+        with tracking.notebook_run(f"01_{name}", log_environment=False) as run:
+            pass
+        executions[name] = (execution, run.info.run_id)
+    monkeypatch.delenv(notebooks.executions.EXECUTION_ENV)
+    client = mlflow.MlflowClient()
+    for _, run_id in executions.values():
+        client.update_run(run_id, "RUNNING")  # as a killed process leaves it
+    later = write_notebook(
+        tmp_path / "notebooks" / "02_later.ipynb", [code_cell("x = 1  # a number", ["parameters"])]
+    )
+    try:
+        notebooks.run_notebook(later, output_dir=out)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert client.get_run(executions["dead"][1]).info.status == "KILLED"
+    assert client.get_run(executions["alive"][1]).info.status == "RUNNING"
     refusals.behaviour(
-        "kill -9 of a CLI run, then a new run (not --resume)",
+        "kill -9 of a CLI run, then a new run of any notebook (not --resume)",
         "the new run ends the runs the dead one left RUNNING as KILLED",
     )
 
 
 def test_an_interrupted_sweep_resumes_without_running_finished_points_again(
-    toy: Path, refusals
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusals
 ) -> None:
-    sweep = ("sweep", str(toy), "-g", "pause", "0,5", "-p", "epochs", "0.5", "-p", "seeds", "[0]")
-    out = toy.parents[1] / "runs" / "notebooks"
-    killed = cli(*sweep)
-    wait_for(lambda: any(out.glob("01_toy__pause=5/*/pid")), "the second point")
-    (second,) = out.glob("01_toy__pause=5/*")
-    wait_for(lambda: f"01_toy/{second.name}" in run_statuses_or_empty(toy), "its MLflow run")
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=30)
-    (first,) = out.glob("01_toy__pause=0/*")
+    """A sweep whose second point died (here: its kernel failed; kill -9 of a run is tested
+    above), resumed: the finished point is not run again, the other continues in place."""
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    marker = tmp_path / "may-finish"
+    source = write_notebook(
+        tmp_path / "notebooks" / "01_sweep.ipynb",
+        [
+            code_cell("x = 0  # a grid value", ["parameters"]),
+            code_cell(f"from pathlib import Path\nassert x == 0 or Path({str(marker)!r}).exists()"),
+        ],
+    )
+    out = tmp_path / "runs" / "notebooks"
+    with pytest.raises(notebooks.NotebookExecutionError):
+        notebooks.run_sweep(source, {"x": [0, 1]}, output_dir=out)
+    (first,), (second,) = out.glob("01_sweep__x=0/*"), out.glob("01_sweep__x=1/*")
     assert (first / "finished").exists() and not (second / "finished").exists()
 
-    resumed = cli(*sweep, "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert list(out.glob("01_toy__pause=0/*")) == [first], "a finished point is not run again"
-    assert list(out.glob("01_toy__pause=5/*")) == [second], "resumed in place"
+    marker.touch()
+    copies = notebooks.run_sweep(source, {"x": [0, 1]}, output_dir=out, resume=True)
+    assert copies == [first / "notebook.ipynb", out / "01_sweep__x=1.ipynb"]
+    assert list(out.glob("01_sweep__x=0/*")) == [first], "a finished point is not run again"
+    assert list(out.glob("01_sweep__x=1/*")) == [second], "resumed in place"
     assert (second / "finished").exists()
-    statuses = run_statuses(toy)
-    assert sorted(statuses[f"01_toy/{second.name}"]) == ["FINISHED", "KILLED"]
     refusals.behaviour(
-        "kill -9 of `python -m mlw_lib sweep NB -g ...` mid-sweep, then the same command "
-        "with --resume",
+        "`python -m mlw_lib sweep NB -g ...` interrupted mid-sweep, then the same command "
+        "with --resume (run-all --resume likewise)",
         "finished points are not run again; the interrupted one continues in its own folder",
     )
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mlw_lib import tracking
+from mlw_lib import mlflow_ui, tracking
 from mlw_lib.reproducibility import git_info
 from mlw_lib.viz import save_figure
 
@@ -212,7 +212,7 @@ def test_default_paths_are_absolute_and_env_overridable(
 
 def test_experiment_name_and_ui_command() -> None:
     assert tracking.experiment_name("01_mlp_mnist") == "01-mlp-mnist"
-    command = tracking.mlflow_ui_command()
+    command = mlflow_ui.mlflow_ui_command()
     assert f"ui --backend-store-uri {tracking.tracking_uri()} " in command
     assert "--host 127.0.0.1 " in command  # never listens beyond this machine
 

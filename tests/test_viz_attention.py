@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from mlw_lib.models import TransformerClassifier
-from mlw_lib.multilevel import MultilevelConfig, match_model, merge_counts
+from mlw_lib.multilevel import MultilevelConfig, coarse_members, merge_counts
 from mlw_lib.multilevel.matching import similarity_matrix
-from mlw_lib.training.evaluation import restricted_models
+from mlw_lib.training import matched_hierarchy
 from mlw_lib.viz import (
     attention_entropy,
     attention_received,
-    merged_groups,
     plot_head_entropy,
     plot_merge_counts,
     plot_merged_head_maps,
@@ -25,8 +24,8 @@ from mlw_lib.viz import (
 )
 
 
-def test_merged_groups_lists_the_members_of_every_coarse_unit() -> None:
-    assert merged_groups(torch.tensor([1, 0, 1, 2])) == [[1], [0, 2], [3]]
+def test_coarse_members_lists_the_members_of_every_coarse_unit() -> None:
+    assert coarse_members(torch.tensor([1, 0, 1, 2])) == [[1], [0, 2], [3]]
 
 
 def test_entropy_of_uniform_and_one_hot_attention() -> None:
@@ -66,15 +65,16 @@ def hierarchy():
     fine = TransformerClassifier(
         30, 2, d_model=16, layers=1, heads=6, head_dim=4, ffn=8, max_len=10, probe=tokens
     ).eval()
-    transition = match_model(fine, MultilevelConfig(levels=2, convention="avg_sum"), 0, 0)
-    _, coarse = restricted_models(fine, [transition], "avg_sum", [])
+    config = MultilevelConfig(levels=2, convention="avg_sum")
+    (same, coarse), (transition,) = matched_hierarchy(fine, config, [])
+    assert same is fine and coarse.config["heads"] == [transition.transfers["heads0"].n_coarse]
     return fine, coarse, transition, tokens[:1]
 
 
 def test_merged_head_maps_show_each_merged_pair_and_its_coarse_head(hierarchy) -> None:
     fine, coarse, transition, x = hierarchy
     assign = transition.transfers["heads0"].assign
-    pairs = sum(len(m) == 2 for m in merged_groups(assign))
+    pairs = sum(len(m) == 2 for m in coarse_members(assign))
     assert pairs >= 1
     fig = plot_merged_head_maps(
         fine.attention_maps(x)[0][0], coarse.attention_maps(x)[0][0], assign, list("abcdefghij")
@@ -108,7 +108,7 @@ def test_token_attention_entropy_similarity_and_merge_plots_draw(hierarchy) -> N
     sim = similarity_matrix(fine.unit_features("heads0"))
     fig_s = plot_similarity_with_pairs(sim, assign)
     outlined = [p for p in fig_s.axes[0].patches if not p.get_fill()]
-    assert len(outlined) == 2 * sum(len(m) == 2 for m in merged_groups(assign))
+    assert len(outlined) == 2 * sum(len(m) == 2 for m in coarse_members(assign))
     fig_m = plot_merge_counts(merge_counts([assign, assign]), 2)
     assert fig_m.axes[0].collections[0].get_array().max() == 1.0
     for f in (fig, fig_e, fig_s, fig_m):

@@ -166,3 +166,27 @@ def merge_counts(assignments: list[torch.Tensor]) -> torch.Tensor:
             raise ValueError(f"assignments of {assign.numel()} and {n} units cannot be combined")
         counts += (assign[:, None] == assign[None, :]).long()
     return counts.fill_diagonal_(0)
+
+
+def coarse_members(assign: torch.Tensor) -> list[list[int]]:
+    """The fine units of every coarse unit, in coarse order: [[i, j], [k], ...] from the
+    (n_fine,) coarse index of every fine unit."""
+    members: dict[int, list[int]] = {}
+    for unit, coarse in enumerate(assign.tolist()):
+        members.setdefault(coarse, []).append(unit)
+    return [members[c] for c in sorted(members)]
+
+
+def merged_pairs(assign: torch.Tensor) -> set[tuple[int, int]]:
+    """The pairs (i, j), i < j, of units merged into one coarse unit, from (n,) `assign`."""
+    return {(m[0], m[1]) for m in coarse_members(assign) if len(m) == 2}
+
+
+def pairs_kept(assignments: list[torch.Tensor]) -> list[float]:
+    """For each re-matching after the first: the share of the previous matching's pairs that
+    it formed again (NaN when the previous one had no pairs). `assignments`: (n,) each."""
+    shares = []
+    for before, after in zip(assignments[:-1], assignments[1:], strict=True):
+        old = merged_pairs(before)
+        shares.append(len(old & merged_pairs(after)) / len(old) if old else float("nan"))
+    return shares

@@ -7,6 +7,7 @@ from .evaluation import (
     classification_loss,
     evaluate,
     evaluate_levels,
+    matched_hierarchy,
     restricted_hierarchy,
     restricted_models,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "evaluate",
     "evaluate_levels",
     "load_checkpoint",
+    "matched_hierarchy",
     "restricted_hierarchy",
     "restricted_models",
     "save_checkpoint",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.registry import parameter_count
-from ..multilevel import WidthModel, build_model, restrict_params
+from ..multilevel import MultilevelConfig, WidthModel, build_model, match_model, restrict_params
 from ..multilevel.batchnorm import recalibrate
 from ..multilevel.hierarchy import Transition, assign_params, detached_params
 
@@ -101,6 +101,19 @@ def restricted_hierarchy(result: TrainResult, batches: Sequence[tuple]) -> list[
     return restricted_models(
         result.model, transitions, result.cycle.config.convention, batches, depth
     )
+
+
+def matched_hierarchy(
+    model: WidthModel, config: MultilevelConfig, batches: Sequence[tuple], seed: int = 0
+) -> tuple[list[WidthModel], list[Transition]]:
+    """The trained `model` matched afresh from its current weights and restricted, level by
+    level, `config.levels` deep: ([fine, R fine, R R fine, ...], the transitions), each net
+    in eval mode with BN statistics recalibrated on `batches`."""
+    nets, transitions = [model.eval()], []
+    for level in range(config.levels - 1):
+        transitions.append(match_model(nets[-1], config, level, seed))
+        nets.append(restricted_models(nets[-1], transitions[-1:], config.convention, batches)[1])
+    return nets, transitions
 
 
 def evaluate_levels(

@@ -1,10 +1,9 @@
-"""Figures: house style, method palette, curves, tables, hierarchy and attention plots, and
-saving."""
+"""Figures: house style, method palette, curves, tables, hierarchy, matching and attention
+plots, and saving."""
 
 from mlw_lib.viz.attention import (
     attention_entropy,
     attention_received,
-    merged_groups,
     plot_head_entropy,
     plot_merge_counts,
     plot_merged_head_maps,
@@ -21,6 +20,15 @@ from mlw_lib.viz.curves import (
 from mlw_lib.viz.feature_maps import feature_maps, first_normalized_layer, plot_merged_channels
 from mlw_lib.viz.figures import markdown_table, save_figure, save_results
 from mlw_lib.viz.hierarchy import hierarchy_frame, plot_hierarchy_widths
+from mlw_lib.viz.matching import (
+    plot_level_knowledge,
+    plot_matching_graph,
+    plot_matching_stability,
+    plot_merged_receptive_fields,
+    plot_similarity_ordered,
+    stability_frame,
+    unit_order,
+)
 from mlw_lib.viz.style import (
     SINGLE_LEVEL_COLOR,
     STYLE_FILE,
@@ -33,7 +41,6 @@ __all__ = [
     "AXIS_LABELS",
     "attention_entropy",
     "attention_received",
-    "merged_groups",
     "plot_head_entropy",
     "plot_merge_counts",
     "plot_merged_head_maps",
@@ -48,6 +55,13 @@ __all__ = [
     "is_single_level",
     "method_palette",
     "plot_hierarchy_widths",
+    "plot_level_knowledge",
+    "plot_matching_graph",
+    "plot_matching_stability",
+    "plot_merged_receptive_fields",
+    "plot_similarity_ordered",
+    "stability_frame",
+    "unit_order",
     "markdown_table",
     "plot_merged_channels",
     "plot_metric",

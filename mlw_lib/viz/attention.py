@@ -17,13 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-
-def merged_groups(assign: torch.Tensor) -> list[list[int]]:
-    """Fine units of every coarse unit, coarse order: [[i, j], [k], ...] from (n_fine,)."""
-    members: dict[int, list[int]] = {}
-    for fine, coarse in enumerate(assign.tolist()):
-        members.setdefault(coarse, []).append(fine)
-    return [members[c] for c in sorted(members)]
+from mlw_lib.multilevel.matching import coarse_members
 
 
 def attention_entropy(maps: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,7 +48,7 @@ def plot_merged_head_maps(
     """One row per coarse head that merged two fine heads: the fine heads' maps, then the
     coarse head's; one colour range for all. `fine_maps` (H_f, T, T), `coarse_maps`
     (H_c, T, T), `assign` (H_f,) coarse head of every fine head."""
-    pairs = [(c, members) for c, members in enumerate(merged_groups(assign)) if len(members) > 1]
+    pairs = [(c, members) for c, members in enumerate(coarse_members(assign)) if len(members) > 1]
     if not pairs:
         raise ValueError("no two heads were merged: nothing to compare")
     vmax = float(max(fine_maps.max(), coarse_maps.max()))
@@ -142,7 +136,7 @@ def plot_similarity_with_pairs(
         annot_kws={"fontsize": 7},
         cbar_kws={"label": "cosine similarity"},
     )
-    for members in merged_groups(assign):
+    for members in coarse_members(assign):
         if len(members) == 2:
             for i, j in (members, members[::-1]):
                 ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", lw=2))
