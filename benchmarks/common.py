@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import itertools
 import json
 import os
@@ -267,8 +268,10 @@ def compare_steps(level: Level, bare: torch.nn.Module, batches, rounds: int, min
     Ours is FASCycle._smooth's step (zero_grad, objective_backward with the level's tau, step,
     record_loss); the bare one is cross-entropy, backward, and the same fused optimizer with
     the same settings."""
-    settings = {k: v for k, v in level.optimizer.param_groups[0].items() if k != "params"}
-    optimizer = type(level.optimizer)(bare.parameters(), **(settings | {"fused": True}))
+    kind = type(level.optimizer)
+    accepted = inspect.signature(kind).parameters  # param groups hold more keys than that
+    settings = {k: v for k, v in level.optimizer.param_groups[0].items() if k in accepted}
+    optimizer = kind(bare.parameters(), **(settings | {"fused": True}))
     ours_batches, bare_batches = itertools.cycle(batches), itertools.cycle(batches)
 
     def ours() -> None:

@@ -144,7 +144,7 @@ def ui_screenshot(path: Path, experiment: str, browser: str = "chromium") -> Pat
                 "--window-size=1600,900",
                 "--virtual-time-budget=15000",
                 f"--screenshot={path}",
-                f"{server.url}/#/experiments/{found.experiment_id}",
+                f"{server.url}/#/experiments/{found.experiment_id}/runs",
             ],
             check=True,
             capture_output=True,

@@ -20,6 +20,7 @@ from mlw_lib.models import MLP
 from mlw_lib.models.convnet import ConvNet
 from mlw_lib.multilevel import (
     AxisBinding,
+    CoarseningError,
     MultilevelConfig,
     Role,
     build_model,
@@ -345,3 +346,24 @@ def test_one_level_is_plain_training(optimizer):
         opt.step()
     for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_a_group_without_similar_units_keeps_its_width_and_the_others_coarsen(refusals):
+    """Data-dependent: a group whose units are all dissimilar (cosine < 0) stays as it is at
+    this transition instead of stopping training; only when no group can shrink is it an
+    error."""
+    torch.manual_seed(0)
+    model = MLP(4, [2, 6], 3)
+    with torch.no_grad():  # the two units of hidden0 point in opposite directions
+        model.linears[0].weight[1] = -model.linears[0].weight[0]
+        model.linears[0].bias[1] = -model.linears[0].bias[0]
+    transition = match_model(model, MultilevelConfig(levels=2), level=0, seed=0)
+    assert transition.coarse_sizes()["hidden0"] == 2
+    assert transition.coarse_sizes()["hidden1"] < 6
+    stuck = MLP(4, [2], 3)
+    with torch.no_grad():
+        stuck.linears[0].weight[1] = -stuck.linears[0].weight[0]
+        stuck.linears[0].bias[1] = -stuck.linears[0].bias[0]
+    what = "every group's units pairwise dissimilar at a re-matching"
+    with refusals.error(what, CoarseningError, "cannot coarsen any group below level 0"):
+        match_model(stuck, MultilevelConfig(levels=2), level=0, seed=0)

@@ -42,23 +42,26 @@ def unit_weights(model: WidthModel, group: str, kind: str) -> torch.Tensor:
 
 
 def match_model(model: WidthModel, config: MultilevelConfig, level: int, seed: int) -> Transition:
-    """Match every group of `model` (level `level`) and build its transfer operators."""
+    """Match every group of `model` (level `level`) and build its transfer operators.
+
+    A group in which no two units have positive similarity keeps its width at this
+    transition (its operator is the identity; units are never merged against their
+    similarity); CoarseningError when no group of the model can shrink at all."""
     transfers, matchings, feature_dims = {}, {}, {}
-    for group, width in model.group_sizes().items():
+    for group in model.group_sizes():
         features = model.unit_features(group)
         feature_dims[group] = features.shape[1]
         matching = match_units(features, config.ratio, config.matching, config.similarity, seed)
-        if matching.n_coarse == width:
-            reason = (
-                "it has a single unit" if width < 2 else "no two units have positive similarity"
-            )
-            raise CoarseningError(
-                f"cannot coarsen group {group!r} (width {width}) below level {level}: {reason}. "
-                f"Use fewer levels (levels={level + 1}) or wider layers."
-            )
         matchings[group] = matching
         transfers[group] = GroupTransfer(
             matching.assign, unit_weights(model, group, config.unit_weights), matching.n_coarse
+        )
+    if all(m.n_coarse == m.n_fine for m in matchings.values()):
+        widths = ", ".join(f"{group} ({m.n_fine})" for group, m in matchings.items())
+        raise CoarseningError(
+            f"cannot coarsen any group below level {level}: in none of {widths} do two units "
+            f"have positive similarity (or a group has a single unit). Use fewer levels "
+            f"(levels={level + 1}) or wider layers."
         )
     return Transition(transfers, matchings, feature_dims)
 
