@@ -200,6 +200,33 @@ def assert_zero_coarse_steps_change_nothing(
             assert torch.equal(torch.as_tensor(after[name][key]), torch.as_tensor(value)), key
 
 
+# Notebook code: a comparison of single-level training and a 2-level V-cycle of a 12-64-32-4
+# MLP on generated data labelled by a fixed linear teacher (learnable), without checkpoints.
+TOY_COMPARISON = """\
+from types import SimpleNamespace
+
+import torch
+
+import mlw_lib as mlw
+
+g = torch.Generator().manual_seed(0)
+teacher = torch.randn(12, 4, generator=g)
+x, xt = torch.randn(2048, 12, generator=g), torch.randn(256, 12, generator=g)
+data = SimpleNamespace(
+    x_train=x, y_train=(x @ teacher).argmax(1), x_test=xt, y_test=(xt @ teacher).argmax(1)
+)
+methods = {"single-level": mlw.multilevel.MultilevelConfig(),
+           "V2": mlw.multilevel.MultilevelConfig(levels=2)}
+
+
+def toy_comparison(config, seeds):
+    return mlw.experiments.compare(
+        lambda: mlw.models.MLP(12, [64, 32], 4), data, config, methods, seeds,
+        log_checkpoints=False,
+    )
+"""
+
+
 def code_cell(source: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
     """A code cell, optionally tagged."""
     cell = nbformat.v4.new_code_cell(source)

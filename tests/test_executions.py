@@ -16,37 +16,24 @@ from pathlib import Path
 import mlflow
 import nbformat
 import pytest
-from helpers import REPO, code_cell, write_notebook
+from helpers import REPO, TOY_COMPARISON, code_cell, write_notebook
 
 from mlw_lib import notebooks, tracking
 
 PARAMETERS = "epochs = 6.0  # work budget\nseeds = [0]  # seeds\npause = 0  # s to sleep first"
-COMPARE = """\
+COMPARE = (
+    TOY_COMPARISON
+    + """
 import time
-from types import SimpleNamespace
 
-import torch
-
-import mlw_lib as mlw
-
-g = torch.Generator().manual_seed(0)
-teacher = torch.randn(12, 4, generator=g)
-x, xt = torch.randn(2048, 12, generator=g), torch.randn(256, 12, generator=g)
-data = SimpleNamespace(
-    x_train=x, y_train=(x @ teacher).argmax(1), x_test=xt, y_test=(xt @ teacher).argmax(1)
-)
 config = mlw.training.TrainConfig(epochs=epochs, batch_size=32, eval_every=0.5)
-methods = {"single-level": mlw.multilevel.MultilevelConfig(),
-           "V2": mlw.multilevel.MultilevelConfig(levels=2)}
 with mlw.tracking.notebook_run("01_toy", log_environment=False):
     time.sleep(pause)
-    comparison = mlw.experiments.compare(
-        lambda: mlw.models.MLP(12, [64, 32], 4), data, config, methods, seeds,
-        log_checkpoints=False,
-    )
+    comparison = toy_comparison(config, seeds)
 final = comparison.final()
 print("FINAL", final[["method", "seed", "test_loss", "test_accuracy"]].to_json())
 """
+)
 
 
 @pytest.fixture

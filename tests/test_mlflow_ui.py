@@ -10,34 +10,20 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
-from helpers import code_cell, write_notebook
+from helpers import TOY_COMPARISON, code_cell, write_notebook
 
 from mlw_lib import mlflow_ui, notebooks
 
-NOTEBOOK = """\
-from types import SimpleNamespace
-
-import matplotlib.pyplot as plt
-import torch
-
-import mlw_lib as mlw
-
-g = torch.Generator().manual_seed(0)
-teacher = torch.randn(8, 3, generator=g)
-x, xt = torch.randn(512, 8, generator=g), torch.randn(128, 8, generator=g)
-data = SimpleNamespace(
-    x_train=x, y_train=(x @ teacher).argmax(1), x_test=xt, y_test=(xt @ teacher).argmax(1)
-)
+NOTEBOOK = (
+    TOY_COMPARISON
+    + """
 config = mlw.training.TrainConfig(epochs=2.0, batch_size=32)
-methods = {"single-level": mlw.multilevel.MultilevelConfig(),
-           "V2": mlw.multilevel.MultilevelConfig(levels=2)}
 with mlw.tracking.notebook_run("06_ui", params={"epochs": 2.0}, log_environment=False):
-    comparison = mlw.experiments.compare(
-        lambda: mlw.models.MLP(8, [16], 3), data, config, methods, [0], log_checkpoints=False
-    )
+    comparison = toy_comparison(config, [0])
     fig = mlw.viz.plot_metric_panels(comparison.history, y="test_accuracy")
     mlw.viz.save_figure(fig, "06_ui", "test_accuracy")
 """
+)
 
 
 def test_the_ui_serves_the_runs_a_notebook_wrote_and_stops_cleanly(
