@@ -222,6 +222,41 @@ def compare(
     return Comparison(history, hierarchies, results)
 
 
+def load_trained(
+    run_id: str, model_class: type[WidthModel], data=None, **inputs
+) -> tuple[WidthModel, list[dict] | None]:
+    """The trained fine net of a (method, seed) run logged by `compare`, built as
+    `model_class(**its logged model config, **inputs)` (e.g. a transformer's `probe`), and the
+    matchings log of its training (None for a single-level run: nothing was matched).
+    With `data`, the run must have been trained on the same dataset and tokenizer."""
+    tracking.use_store()
+    client = mlflow.MlflowClient()
+    logged = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    if "checkpoints/checkpoint.pt" not in logged:
+        raise ValueError(
+            f"run {run_id} has no logged checkpoint; give the id of a method / seed run of a "
+            "notebook (a child run, e.g. 'single-level / seed 0'), not of its parent run"
+        )
+    if data is not None:
+        tags, here = client.get_run(run_id).data.tags, data.info.as_tags()
+        differ = [
+            f"{key}: run {tags.get(key)!r}, here {here.get(key)!r}"
+            for key in ("data_name", "data_tokenizer")
+            if tags.get(key) != here.get(key)
+        ]
+        if differ:
+            raise ValueError(
+                f"run {run_id} was trained on other data ({'; '.join(differ)}); "
+                "set this notebook's data parameters to the run's"
+            )
+    state, saved = tracking.load_logged_checkpoint(run_id)
+    model = model_class(**saved["model"], **inputs)
+    model.load_state_dict(state)
+    if "checkpoints/matchings.pt" not in logged:
+        return model, None
+    return model, tracking.load_logged_checkpoint(run_id, "matchings")[0]["log"]
+
+
 def slug(name: str) -> str:
     """A method name as a file name: 'V-cycle, 3 levels' -> 'V-cycle-3-levels'."""
     return re.sub(r"[^A-Za-z0-9.+=-]+", "-", name).strip("-")

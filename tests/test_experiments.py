@@ -5,14 +5,28 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import mlflow
 import pandas as pd
 import psutil
 import pytest
+import torch
+from helpers import toy_dataset
 
-from mlw_lib.experiments import Comparison, interleaved, method_name, verdict
+from mlw_lib import tracking
+from mlw_lib.experiments import (
+    Comparison,
+    compare,
+    interleaved,
+    load_trained,
+    method_name,
+    verdict,
+)
+from mlw_lib.models import MLP
 from mlw_lib.multilevel import MultilevelConfig
 from mlw_lib.reproducibility import CpuContention
+from mlw_lib.training import TrainConfig
 from mlw_lib.viz import save_results
 
 
@@ -116,3 +130,44 @@ def test_report_is_written_as_a_markdown_results_file(tmp_path, monkeypatch):
     assert "At equal wall-clock" in text and "-> better." in text
     assert "| lr | 0.05 |" in text and "| time_other |" not in text.split("## Seconds")[0]
     assert comparison.phase_seconds().loc["single-level", "time_other"] == 0.5
+
+
+def test_load_trained_gives_back_the_net_and_matchings_a_comparison_logged(
+    tmp_path, monkeypatch, refusals
+):
+    """The `run_id` path of notebooks 04 and 05: a child run of `compare` loads as its net."""
+    monkeypatch.setenv("MLW_MLFLOW_DIR", str(tmp_path / "store"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    methods = {"single-level": MultilevelConfig(), "V2": MultilevelConfig(levels=2)}
+    config = TrainConfig(epochs=2.0, batch_size=32, lr=[0.05, 0.05], eval_every=1.0)
+    with tracking.notebook_run("toy", log_environment=False) as parent:
+        comparison = compare(lambda: MLP(12, [16, 8], 4), toy_dataset(), config, methods, [0])
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        experiment_ids=[parent.info.experiment_id],
+    )
+    run_ids = dict(zip(children["tags.mlflow.runName"], children["run_id"], strict=True))
+    for name in methods:
+        model, log = load_trained(run_ids[f"{name} / seed 0"], MLP)
+        result = comparison.results[(name, 0)]
+        trained = result.model.state_dict()
+        assert model.group_sizes() == result.model.group_sizes()
+        assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+        if name == "single-level":
+            assert log is None
+        else:
+            assert log and len(log) == len(result.cycle.matchings_log)
+            for loaded, kept in zip(log, result.cycle.matchings_log, strict=True):
+                assert loaded["level"] == kept["level"]
+                assert all(torch.equal(loaded["assign"][g], a) for g, a in kept["assign"].items())
+    what = "notebook 04/05 given the run id of a notebook's parent run"
+    with refusals.error(what, ValueError, "not of its parent run"):
+        load_trained(parent.info.run_id, MLP)
+    run_id = run_ids["V2 / seed 0"]
+    mlflow.MlflowClient().set_tag(run_id, "data_name", "MNIST")  # as if trained on MNIST
+    other = SimpleNamespace(info=SimpleNamespace(as_tags=lambda: {"data_name": "IMDB"}))
+    what = "notebook 04/05 given a run trained on other data than the notebook loads"
+    with refusals.error(what, ValueError, "data_name: run 'MNIST', here 'IMDB'"):
+        load_trained(run_id, MLP, data=other)
+    same = SimpleNamespace(info=SimpleNamespace(as_tags=lambda: {"data_name": "MNIST"}))
+    assert load_trained(run_id, MLP, data=same)[1] is not None
