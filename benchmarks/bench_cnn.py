@@ -2,13 +2,14 @@
 1,024 / 256), the model of params/paper/02_cnn_cifar10.fashion_mnist.yaml on 40 batches per epoch.
 
 ResNet [16, 32, 64] x [2, 2, 2] blocks, batch 128, SGD (lr 0.05, momentum 0.9, weight decay
-5e-4), crop (padding 2) + flip, channels_last. The same four measurements as bench_mlp.py, on
-runs of 4 epochs of work (about ten V-cycles; --quick: 2): (a) the single-level run against
-its FLOP bound at the fastest matmul rate of this run (the last stage's 3x3 conv as an im2col
-GEMM, and a square one): information, convolutions are not GEMMs; (b1) the machinery share of
-2- and 3-level V-cycles, BatchNorm recalibration included, <= 10%; (b2) our step per level
-against the same module stepped by plain PyTorch (cross-entropy, fused SGD), <= 1.15x per
-coarse level; (c) peak RSS of a 3-level / a single-level epoch, <= 1.1x.
+5e-4), crop (padding 2) + flip, channels_last. The measurements of bench_mlp.py, on runs of 4
+epochs of work (about ten V-cycles; --quick: 2): (a) the single-level run against its FLOP
+bound at the fastest matmul rate of this run (the last stage's 3x3 conv as an im2col GEMM, and
+a square one): information, convolutions are not GEMMs; (y) that run with glibc's default
+malloc (information); (b1) the machinery share of 2- and 3-level V-cycles, BatchNorm
+recalibration included, <= 10%; (b2) our step per level against the same module stepped by
+plain PyTorch (cross-entropy, fused SGD), <= 1.15x per coarse level; (c) peak RSS of a
+3-level / a single-level epoch, <= 1.1x.
 
 Run: `make benchmark-cnn` or `.venv/bin/python benchmarks/bench_cnn.py [--quick]`.
 """

@@ -4,6 +4,7 @@ Runs of one epoch of work each, per variant the fastest of 3 (round-robin; --qui
 (a) the single-level run (WorkMeter wall_time of `train`) against its FLOP lower bound:
     forward_backward_flops x batches / the fastest fp32 matmul rate measured in this run
     (the first layer's 128x784 @ 784x512 and a square one); target <= 1.5x;
+(y) that run in a fresh process with glibc's default malloc, over (a) (information);
 (b1) the WorkMeter phase shares of 2- and 3-level V-cycles (batches_per_phase 4, tau "cycle"
     and "none"): machinery (matching, transfer, recalibration, accounting, tau) <= 10%;
 (b2) our step on each level of the trained 3-level hierarchy against a bare PyTorch step

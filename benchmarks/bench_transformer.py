@@ -6,9 +6,10 @@ AdamW (lr 5e-4, weight decay 0.01), dropout 0.1 (residual and attention), fp32. 
 measurements of bench_mlp.py on runs of 2 epochs of work (--quick: 0.5): (a) the single-level
 run against its FLOP bound at the fastest matmul rate of this run (the FFN's GEMM, and a
 square one), <= 2x; (x) dropout's share of that run: the same run with dropout 0 is faster by
-this share (information); (b1) the machinery share of 2- and 3-level V-cycles, <= 10%; (b2)
-our step per level against the same module stepped by plain PyTorch (cross-entropy, fused
-AdamW), <= 1.15x per coarse level; (c) peak RSS of a 3-level / a single-level epoch, <= 1.3x.
+this share (information); (y) the run of (a) with glibc's default malloc (information); (b1)
+the machinery share of 2- and 3-level V-cycles, <= 10%; (b2) our step per level against the
+same module stepped by plain PyTorch (cross-entropy, fused AdamW), <= 1.15x per coarse level;
+(c) peak RSS of a 3-level / a single-level epoch, <= 1.3x.
 
 Run: `make benchmark-transformer` or `.venv/bin/python benchmarks/bench_transformer.py
 [--quick]`.

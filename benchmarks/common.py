@@ -1,6 +1,6 @@
 """The measurements the bench_*.py scripts share; each script describes its model in a `Bench`
-and calls `run`, which reads top to bottom: (a), the script's own section, (b1), (b2), (c),
-report.
+and calls `run`, which reads top to bottom: (a), the script's own section, (y), (b1), (b2),
+(c), report.
 
 Imported first by every script: it points MLW_DATA_MIRROR at ../shared/datasets (when that
 folder exists and the variable is unset) and turns progress bars off before torch loads.
@@ -30,6 +30,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.benchmark import Timer  # noqa: E402
 
+from mlw_lib import allocator  # noqa: E402
 from mlw_lib.multilevel import MultilevelConfig, forward_backward_flops  # noqa: E402
 from mlw_lib.multilevel.objective import Level, objective_backward  # noqa: E402
 from mlw_lib.multilevel.work import PHASES  # noqa: E402
@@ -72,6 +73,11 @@ def run(bench: Bench, doc: str, script: str) -> None:
     if args.memory_run:  # a child process of memory_section: one epoch, then exit
         train_run(args.memory_run)
         return
+    if args.glibc_malloc:  # a child process of allocator_section: print one run's seconds
+        allocator._done.append(False)  # as if malloc could not be tuned: glibc's defaults
+        train_run(1, epochs=0.1)
+        print(train_run(1, epochs=args.glibc_malloc).meter.wall_time)
+        return
     results = {"machine": machine(args.device), "data": data.info.describe()}
     print(f"{bench.title}\ndata: {results['data']}")
     train_run(3, epochs=0.1)  # warm-up: kernels, allocator, FLOP counter
@@ -85,6 +91,10 @@ def run(bench: Bench, doc: str, script: str) -> None:
         clock = cpu_clock()
         results["x"], x_rows = show(bench.extra(data, args.device, epochs), clock)
         rows += x_rows
+    clock = cpu_clock()
+    kept = runs["1 level"].meter.wall_time
+    results["y"], y_rows = show(allocator_section(script, args, epochs, kept), clock)
+    rows += y_rows
     results["b1"], b1_rows = show(vcycle_section(runs), clock)
     clock, levels = cpu_clock(), runs["3 levels, tau cycle"].cycle.levels
     step = step_section(levels, bench.bare_copy, batches, 2 if args.quick else 10)
@@ -139,6 +149,7 @@ def parse_args(doc: str, name: str) -> argparse.Namespace:
     default = ROOT / "results" / "benchmarks" / f"{name}.json"
     parser.add_argument("--output", type=Path, default=default, help="JSON; .md next to it")
     parser.add_argument("--memory-run", type=int, metavar="LEVELS", help=argparse.SUPPRESS)
+    parser.add_argument("--glibc-malloc", type=float, metavar="EPOCHS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -269,7 +280,7 @@ def compare_steps(level: Level, bare: torch.nn.Module, batches, rounds: int, min
     record_loss); the bare one is cross-entropy, backward, and the same fused optimizer with
     the same settings."""
     kind = type(level.optimizer)
-    accepted = inspect.signature(kind).parameters  # param groups hold more keys than that
+    accepted = set(inspect.signature(kind).parameters) - {"params"}  # groups hold more keys
     settings = {k: v for k, v in level.optimizer.param_groups[0].items() if k in accepted}
     optimizer = kind(bare.parameters(), **(settings | {"fused": True}))
     ours_batches, bare_batches = itertools.cycle(batches), itertools.cycle(batches)
@@ -290,10 +301,29 @@ def compare_steps(level: Level, bare: torch.nn.Module, batches, rounds: int, min
     return min(t[0] for t in times), min(t[1] for t in times)
 
 
+def child_argv(script: str, args: argparse.Namespace) -> list[str]:
+    """`script` with this run's --device, --quick and --threads, for a fresh child process."""
+    argv = [script, "--device", str(args.device)] + ["--quick"] * args.quick
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def allocator_section(script: str, args: argparse.Namespace, epochs: float, kept: float):
+    """(y) The single-level run of (a) again, in a fresh process with glibc's default malloc
+    (mlw_lib.allocator not applied): its seconds over (a)'s, where freed memory is kept."""
+    argv = [sys.executable, *child_argv(script, args), "--glibc-malloc", str(epochs)]
+    default = float(
+        subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[-1]
+    )
+    figure = (
+        f"(y) single-level run with glibc's default malloc {default:.2f} s / with freed memory "
+        f"kept (mlw_lib.allocator, as in (a)) {kept:.2f} s"
+    )
+    return {"default_s": default, "kept_s": kept}, [info(figure, f"{default / kept:.2f}x")]
+
+
 def memory_section(script: str, args: argparse.Namespace, target: float) -> tuple[dict, list]:
     """(c) Peak RSS of one-epoch runs with 1 and 3 levels, each in a fresh `script` process."""
-    argv = [script, "--device", str(args.device)] + ["--quick"] * args.quick
-    argv += ["--threads", str(args.threads)] if args.threads else []
+    argv = child_argv(script, args)
     peaks = {levels: peak_rss_mib([*argv, "--memory-run", str(levels)]) for levels in (1, 3)}
     figure = f"(c) peak RSS 3 levels {peaks[3]:.0f} MiB / 1 level {peaks[1]:.0f} MiB"
     return {"peak_rss_mib": peaks}, [graded(figure, peaks[3] / peaks[1], target)]
@@ -351,7 +381,7 @@ def report(args, title: str, results: dict, rows: list[dict], extra: list[str]) 
         f"start, {host['load_average_end']} at end. Other processes used "
         + ", ".join(
             f"{percent(results[k]['others_cpu_share'])} ({k})"
-            for k in ("a", "x", "b1", "b2", "c")
+            for k in ("a", "x", "y", "b1", "b2", "c")
             if k in results
         )
         + " of the CPUs during the sections."

@@ -12,6 +12,7 @@ import torch
 from helpers import make_cycle, toy_data, toy_dataset
 
 from mlw_lib.models import MLP
+from mlw_lib.modes import in_mode
 from mlw_lib.multilevel import CoarseningError, MultilevelConfig
 from mlw_lib.reproducibility import seed_everything
 from mlw_lib.training import NonFiniteLossError, TrainConfig, load_checkpoint, train
@@ -310,3 +311,12 @@ def test_a_crafted_checkpoint_cannot_run_code_on_resume(tmp_path, refusals):
     with refusals.error(what, pickle.UnpicklingError, "Weights only load failed"):
         _run(MultilevelConfig(), epochs=1.0, checkpoint_path=path, resume=True)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_in_mode_switches_every_submodule_and_restores_the_mode_after_an_error(training):
+    model = MLP(12, [8], 4).train(not training)
+    with pytest.raises(RuntimeError, match="inside"), in_mode(model, training=training):
+        assert all(m.training == training for m in model.modules())
+        raise RuntimeError("inside")
+    assert all(m.training == (not training) for m in model.modules())

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import checks
+from ..modes import in_mode
 from ..multilevel.groups import AxisBinding, Layout, Role, WidthModel
 from .mlp import check_widths
 
@@ -234,14 +235,12 @@ class TransformerClassifier(WidthModel):
     @torch.no_grad()
     def attention_maps(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Attention probabilities of every block in eval mode: [(N, heads_b, T, T)]."""
-        was_training = self.training
-        self.eval()
-        x, pad = self.embed_tokens(tokens)
         maps = []
-        for block in self.blocks:
-            maps.append(block.attn.attend(block.ln1(x), pad)[1])
-            x = block(x, pad)
-        self.train(was_training)
+        with in_mode(self, training=False):
+            x, pad = self.embed_tokens(tokens)
+            for block in self.blocks:
+                maps.append(block.attn.attend(block.ln1(x), pad)[1])
+                x = block(x, pad)
         return maps
 
     # ------------------------------------------------------------------ unit groups
@@ -307,14 +306,12 @@ class TransformerClassifier(WidthModel):
                 "head_similarity='functional' needs probe sequences: build the model with "
                 "probe=<(n, T) token ids of training sequences>, or use head_similarity='weights'"
             )
-        was_training = self.training
-        self.eval()
-        x, pad = self.embed_tokens(self.probe.to(self.embed.weight.device))
-        for earlier in self.blocks[:block]:
-            x = earlier(x, pad)
-        attn = self.blocks[block].attn
-        contributions = attn.head_contributions(self.blocks[block].ln1(x), pad)
-        self.train(was_training)
+        with in_mode(self, training=False):
+            x, pad = self.embed_tokens(self.probe.to(self.embed.weight.device))
+            for earlier in self.blocks[:block]:
+                x = earlier(x, pad)
+            attn = self.blocks[block].attn
+            contributions = attn.head_contributions(self.blocks[block].ln1(x), pad)
         return contributions[:, ~pad].flatten(1)
 
     def resized(self, sizes: dict[str, int]) -> TransformerClassifier:

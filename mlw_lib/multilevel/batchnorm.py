@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..modes import in_mode
 from .groups import AxisBinding, Layout, Role
 from .transfer import Transfers, transform_tensor
 
@@ -56,18 +57,16 @@ def recalibrate(
     if not layers:
         return
     momenta = {name: layer.momentum for name, layer in layers.items()}
-    was_training = model.training
     for layer in layers.values():
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the passes below
-    model.train()
     try:
-        for batch in batches:
-            forward(model, batch)
+        with in_mode(model, training=True):
+            for batch in batches:
+                forward(model, batch)
     finally:
         for name, layer in layers.items():
             layer.momentum = momenta[name]
-        model.train(was_training)
 
 
 def normalized_group(layout: Layout, bn: str) -> str | None:

@@ -16,7 +16,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..models.registry import parameter_count
+from ..modes import in_mode
 from ..multilevel import MultilevelConfig, WidthModel, build_model, match_model, restrict_params
 from ..multilevel.batchnorm import recalibrate
 from ..multilevel.hierarchy import Transition, assign_params, detached_params
@@ -38,15 +40,14 @@ def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
-    was_training = model.training
-    model.eval()
+    keep_freed_memory()
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += nn.functional.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
-    model.train(was_training)
+    with in_mode(model, training=False):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss += nn.functional.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(dim=1) == target).sum()
     return float(loss) / len(x), float(correct) / len(x)
 
 

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..allocator import keep_freed_memory
 from ..checks import choice, flag, integer, number
 from ..data.augment import Augment
+from ..modes import in_mode
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
 from .batches import BatchStream
@@ -194,6 +196,7 @@ def train(
     """
     multilevel = multilevel or MultilevelConfig()
     multilevel.check_takes_steps()
+    keep_freed_memory()  # no page faults for each step's large tensors
     device = torch.device(config.device)
     model = model.to(device).train()
     if config.channels_last:
@@ -305,9 +308,8 @@ def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> 
     """Refuse data the model cannot train on, before any work: each (x, y) split needs one
     integer label per input, and labels in 0 .. (the model's outputs - 1). The model's
     forward on one input also checks the input shape (without randomness: eval mode)."""
-    was_training = model.training
-    classes = model.eval()(splits[0][0][:1]).shape[-1]
-    model.train(was_training)
+    with in_mode(model, training=False):
+        classes = model(splits[0][0][:1]).shape[-1]
     for name, (x, y) in zip(("train", "test"), splits, strict=False):
         if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or not len(y):
             raise ValueError(

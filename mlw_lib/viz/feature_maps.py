@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchvision.utils import make_grid
 
+from mlw_lib.modes import in_mode
 from mlw_lib.multilevel import GroupTransfer, WidthModel
 from mlw_lib.multilevel.batchnorm import batchnorm_layers, normalized_group
 
@@ -29,13 +30,11 @@ def feature_maps(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Te
     captured = {}
     module = dict(model.named_modules())[layer]
     handle = module.register_forward_hook(lambda _m, _i, out: captured.update(out=out))
-    was_training = model.training
-    model.eval()
     try:
-        model(images)
+        with in_mode(model, training=False):
+            model(images)
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.relu(captured["out"]).float().contiguous()
 
 
