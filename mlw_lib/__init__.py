@@ -1,8 +1,8 @@
 """mlw: multilevel-in-width training (FAS over network width), Jupyter-first.
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
-`mlw.training`, `mlw.experiments`, `mlw.baselines`, `mlw.tracking`, `mlw.mlflow_ui`, `mlw.viz`,
-`mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so
+`mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.baselines`, `mlw.tracking`,
+`mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so
 `import mlw_lib` and `python -m mlw_lib list` do not pay for torch, MLflow, papermill or
 seaborn.
 """
@@ -17,6 +17,7 @@ __all__ = [
     "baselines",
     "data",
     "experiments",
+    "frontier",
     "mlflow_ui",
     "models",
     "multilevel",

@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import tracking
-from .checks import integer
+from .checks import integer, number
+from .frontier import final_rows
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
 from .notebooks.executions import CHECKPOINT_ENV
 from .reproducibility import CpuContention, seed_everything
@@ -79,7 +80,7 @@ class Comparison:
 
     def final(self) -> pd.DataFrame:
         """Last evaluation of every (method, seed)."""
-        return self.history.groupby(["method", "seed"], sort=False).tail(1).reset_index(drop=True)
+        return final_rows(self.history)
 
     def at_equal_time(self, metric: str = "test_accuracy") -> pd.DataFrame:
         """`metric` of every run at one wall-clock time: the shortest run's final time T.
@@ -136,6 +137,7 @@ def compare(
     log_checkpoints: bool = True,
     models: Mapping[str, Callable[[], WidthModel]] | None = None,
     checkpoint_dir: str | Path | None = None,
+    budgets: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Train every method for every seed; log each run as a nested MLflow run when a parent
     run is active. The model is built after `seed_everything(seed)`, so all methods of one
@@ -146,6 +148,9 @@ def compare(
     minibatch's FLOPs of `make_model()` to its own, and its history's `work_units` and
     `epoch` are re-expressed in `make_model()`'s minibatches, so all methods share one axis.
 
+    `budgets` gives a method a fraction of the work budget (e.g. the single-level runs of
+    `frontier.frontier_methods`): its epochs, and so its schedule, end there.
+
     `checkpoint_dir` (default `$MLW_CHECKPOINT_DIR`, set for headless executions) keeps one
     checkpoint per (method, seed), written at every evaluation; a run whose checkpoint is
     there resumes from it (a finished one trains nothing), so a killed comparison re-run with
@@ -153,10 +158,13 @@ def compare(
     """
     check_plan(train_config, methods, seeds)
     checkpoint_dir = checkpoint_dir or os.environ.get(CHECKPOINT_ENV) or None
-    models = dict(models or {})
-    unknown = sorted(set(models) - set(methods))
-    if unknown:
-        raise ValueError(f"models for unknown methods {unknown}; methods are {list(methods)}")
+    models, budgets = dict(models or {}), dict(budgets or {})
+    for what, given in (("models", models), ("budgets", budgets)):
+        unknown = sorted(set(given) - set(methods))
+        if unknown:
+            raise ValueError(f"{what} for unknown methods {unknown}; methods are {list(methods)}")
+    for name, fraction in budgets.items():
+        number(f"budget of {name!r}", fraction, 0, 1, open_low=True)
     reference = minibatch_flops(make_model(), data, train_config.batch_size) if models else 0.0
     flops = {
         name: minibatch_flops(build(), data, train_config.batch_size)
@@ -167,6 +175,7 @@ def compare(
     tracked = mlflow.active_run() is not None
     for name, seed in tqdm(runs, desc="runs", unit="run"):
         config = replace(train_config, seed=seed)
+        config = replace(config, epochs=config.epochs * budgets.get(name, 1.0))
         if name in models:  # its own fine net: the same FLOPs as make_model()'s runs
             config = replace(config, epochs=config.epochs * reference / flops[name])
         multilevel = replace(methods[name], seed=seed)

@@ -1,0 +1,95 @@
+"""Time to target, the budget-fitted single-level frontier, and who beats it."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from helpers import toy_dataset
+
+from mlw_lib.experiments import compare
+from mlw_lib.frontier import frontier, frontier_methods, time_to_target, wins
+from mlw_lib.models import MLP
+from mlw_lib.multilevel import MultilevelConfig
+from mlw_lib.training import TrainConfig
+
+
+def history(curves: dict[str, list[tuple[float, float]]], seeds=(0, 1)) -> pd.DataFrame:
+    """Tidy history from {method: [(wall_time, accuracy), ...]}, the same for every seed;
+    work_units = 10 x wall_time."""
+    rows = [
+        {"method": m, "seed": s, "wall_time": t, "work_units": 10 * t, "test_accuracy": a}
+        for m, curve in curves.items()
+        for s in seeds
+        for t, a in curve
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_time_to_target_reads_the_curve_linearly_between_evaluations():
+    frame = history({"a": [(10, 0.5), (20, 0.7), (30, 0.9)], "never": [(10, 0.5), (20, 0.6)]})
+    reached = time_to_target(frame, 0.8).set_index(["method", "seed"])
+    assert reached.loc[("a", 0), "wall_time"] == pytest.approx(25.0)
+    assert reached.loc[("a", 1), "work_units"] == pytest.approx(250.0)
+    assert math.isnan(reached.loc[("never", 0), "wall_time"])
+    assert time_to_target(frame, 0.5).loc[0, "wall_time"] == pytest.approx(10.0)  # at once
+    losses = frame.assign(test_accuracy=1 - frame["test_accuracy"])  # as a loss: lower is better
+    assert time_to_target(losses, 0.2, higher=False).loc[0, "wall_time"] == pytest.approx(25.0)
+
+
+def test_a_method_wins_only_if_it_is_fast_to_the_target_and_beats_the_fitted_frontier():
+    fractions = {"single-level": 1.0, "single-level, 0.5 budget": 0.5}
+    frame = history(
+        {
+            "single-level": [(50, 0.80), (100, 0.90)],
+            "single-level, 0.5 budget": [(25, 0.80), (50, 0.86)],
+            "fast": [(60, 0.90), (80, 0.91)],  # target (0.90) at 0.6x; frontier at 80 s 0.884
+            "slow": [(40, 0.85), (80, 0.90)],  # target at 0.8x
+            "fast but poor": [(30, 0.90), (40, 0.85)],  # frontier at 40 s: 0.86 (clamped)
+            "never": [(50, 0.80), (100, 0.85)],
+        }
+    )
+    table = frontier(frame, fractions)
+    assert list(table["fraction"]) == [0.5, 1.0]  # by wall-clock
+    result = wins(frame, fractions).set_index("method")
+    assert result.loc["fast", "time_to_target_ratio"] == pytest.approx(0.6)
+    assert result.loc["fast", "frontier_test_accuracy"] == pytest.approx(0.884)
+    assert result["wins"].to_dict() == {
+        "fast": True,
+        "slow": False,
+        "fast but poor": False,
+        "never": False,
+    }
+    assert result.loc["never", "seeds_reaching_target"] == "0/2"
+    assert not wins(frame, fractions, target=0.95)["wins"].any()  # a target nobody reaches
+
+
+def test_frontier_methods_name_the_budgets_and_need_the_full_one():
+    assert frontier_methods((0.5, 1.0)) == {"single-level, 0.5 budget": 0.5, "single-level": 1.0}
+    with pytest.raises(ValueError, match="needs the full budget"):
+        frontier_methods((0.4, 0.7))
+    with pytest.raises(ValueError, match=r"budget fraction must be a finite number in \(0, 1\]"):
+        frontier_methods((0.0, 1.0))
+    with pytest.raises(ValueError, match="exactly one full-budget run"):
+        wins(history({"a": [(1, 0.5)]}), {"a": 0.5})
+
+
+def test_compare_gives_a_budgeted_method_its_fraction_of_the_work():
+    methods = {name: MultilevelConfig() for name in frontier_methods((0.5, 1.0))}
+    config = TrainConfig(epochs=2.0, batch_size=32, lr=0.05, eval_every=0.5)
+    budgets = frontier_methods((0.5, 1.0))
+    result = compare(lambda: MLP(12, [16], 4), toy_dataset(), config, methods, [0], budgets=budgets)
+    work = result.final().set_index("method")["work_units"]
+    assert work["single-level, 0.5 budget"] == pytest.approx(work["single-level"] / 2)
+    with pytest.raises(ValueError, match=r"budgets for unknown methods \['typo'\]"):
+        compare(lambda: MLP(12, [16], 4), toy_dataset(), config, methods, [0], budgets={"typo": 1})
+    with pytest.raises(ValueError, match="budget of 'single-level' must be a finite number"):
+        compare(
+            lambda: MLP(12, [16], 4),
+            toy_dataset(),
+            config,
+            methods,
+            [0],
+            budgets={"single-level": 1.5},
+        )
