@@ -2,9 +2,9 @@
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
 `mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.baselines`, `mlw.tracking`,
-`mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is imported on first access, so
-`import mlw_lib` and `python -m mlw_lib list` do not pay for torch, MLflow, papermill or
-seaborn.
+`mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is
+imported on first access, so `import mlw_lib` and `python -m mlw_lib list` do not pay for
+torch, MLflow, papermill or seaborn.
 """
 
 from __future__ import annotations

@@ -217,6 +217,7 @@ def compare(
             if tracked:
                 mlflow.log_metrics(load.record())
                 tracking.log_history(history)
+                tracking.log_correction_gains(result.cycle.corrections)
                 if log_checkpoints:
                     tracking.log_checkpoint(
                         result.model.state_dict(), {"model": getattr(model, "config", {}), **params}

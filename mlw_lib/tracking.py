@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,18 @@ def log_history(history: pd.DataFrame, step_column: str = "epoch") -> None:
     ]
     if metrics:
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics)
+
+
+def log_correction_gains(corrections: Sequence[Mapping[str, Any]]) -> None:
+    """Log the gain (loss after - before) of every coarse correction recorded with
+    `monitor_corrections` as metric `correction_gain_level<l>`, one step per cycle."""
+    for level in sorted({c["level"] for c in corrections}):
+        rows = [c for c in corrections if c["level"] == level]
+        gains = {
+            "cycle": [c["cycle"] for c in rows],
+            f"correction_gain_level{level}": [c["after"] - c["before"] for c in rows],
+        }
+        log_history(pd.DataFrame(gains), step_column="cycle")
 
 
 def log_checkpoint(

@@ -192,6 +192,25 @@ def test_unflattened_shape_and_to(root: Path) -> None:
         assert torch.equal(on_gpu.to("cpu").x_train, flat.x_train)
 
 
+@needs_mirror
+def test_hold_out_moves_the_last_training_examples_to_a_validation_split(root: Path) -> None:
+    ds = load_mnist(train_subset=100, test_subset=20)
+    split = ds.hold_out(30)
+    assert torch.equal(split.x_train, ds.x_train[:70]) and torch.equal(split.y_val, ds.y_train[70:])
+    assert torch.equal(split.x_val, ds.x_train[70:]) and torch.equal(split.x_test, ds.x_test)
+    assert split.info.n_train == 70 and ds.x_val is None and ds.info.n_train == 100
+    held = "validation: training examples 70-99 of the loaded order held out (30)"
+    assert held in split.info.describe()
+    assert split.info.as_tags()["data_validation"] == held.removeprefix("validation: ")
+    assert torch.equal(split.to("cpu").x_val, split.x_val)
+    with pytest.raises(ValueError, match="already holds a validation split"):
+        split.hold_out(5)
+    with pytest.raises(ValueError, match="validation size 100 leaves no training data"):
+        ds.hold_out(100)
+    with pytest.raises(ValueError, match="validation size must be a positive integer"):
+        ds.hold_out(0)
+
+
 @pytest.mark.parametrize(
     ("train", "test"),
     [(0, None), (-5, None), (60_001, None), (None, 0), (None, 10_001)],

@@ -171,3 +171,23 @@ def test_load_trained_gives_back_the_net_and_matchings_a_comparison_logged(
         load_trained(run_id, MLP, data=other)
     same = SimpleNamespace(info=SimpleNamespace(as_tags=lambda: {"data_name": "MNIST"}))
     assert load_trained(run_id, MLP, data=same)[1] is not None
+
+
+def test_compare_logs_the_gain_of_every_correction_by_cycle(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLW_MLFLOW_DIR", str(tmp_path / "store"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data, extra = toy_dataset(), toy_dataset(seed=5, n=64)
+    data = SimpleNamespace(**vars(data), x_val=extra.x_train, y_val=extra.y_train)
+    methods = {"V2": MultilevelConfig(levels=2, monitor_corrections=True)}
+    config = TrainConfig(epochs=1.0, batch_size=32, lr=[0.05, 0.05])
+    with tracking.notebook_run("toy", log_environment=False) as parent:
+        comparison = compare(lambda: MLP(12, [16, 8], 4), data, config, methods, [0])
+    (child,) = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        experiment_ids=[parent.info.experiment_id],
+    )["run_id"]
+    logged = mlflow.MlflowClient().get_metric_history(child, "correction_gain_level0")
+    corrections = comparison.results[("V2", 0)].cycle.corrections
+    assert sorted((m.step, m.value) for m in logged) == [
+        (c["cycle"], pytest.approx(c["after"] - c["before"])) for c in corrections
+    ]

@@ -6,6 +6,7 @@ import pickle
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -320,3 +321,41 @@ def test_in_mode_switches_every_submodule_and_restores_the_mode_after_an_error(t
         assert all(m.training == training for m in model.modules())
         raise RuntimeError("inside")
     assert all(m.training == (not training) for m in model.modules())
+
+
+def _with_validation(n: int = 64) -> SimpleNamespace:
+    data, extra = toy_dataset(), toy_dataset(seed=5, n=n)
+    return SimpleNamespace(**vars(data), x_val=extra.x_train, y_val=extra.y_train)
+
+
+def test_monitor_corrections_records_each_corrections_gain_and_the_steps_per_level():
+    config = TrainConfig(epochs=2.0, batch_size=32, lr=[0.05, 0.05], eval_every=1.0)
+    multilevel = MultilevelConfig(levels=2, batches_per_phase=2, monitor_corrections=True)
+    result = train(MLP(12, [16, 8], 4), _with_validation(), config, multilevel)
+    corrections = result.cycle.corrections
+    assert len(corrections) == result.cycle.cycles_done > 0
+    assert all(c["level"] == 0 and c["after"] != c["before"] for c in corrections)
+    row = result.history.iloc[1]  # the first evaluation after training started
+    first = [c["after"] - c["before"] for c in corrections if c["cycle"] < row["cycles"]]
+    assert row["correction_gain"] == pytest.approx(sum(first) / len(first))
+    last, cycles = result.history.iloc[-1], result.cycle.cycles_done
+    assert (last["level0_steps"], last["level1_steps"]) == (4 * cycles, 2 * cycles)  # 2+2, 2
+    assert result.meter.breakdown()["monitor"] > 0
+
+
+def test_a_correction_of_length_zero_gains_exactly_nothing():
+    config = TrainConfig(epochs=1.0, batch_size=32, lr=[0.05, 0.05], eval_every=1.0)
+    multilevel = MultilevelConfig(
+        levels=2, batches_per_phase=2, monitor_corrections=True, correction_damping=0.0
+    )
+    result = train(MLP(12, [16, 8], 4), _with_validation(), config, multilevel)
+    assert all(c["after"] == c["before"] for c in result.cycle.corrections)
+
+
+def test_monitoring_is_off_by_default_and_needs_a_validation_split():
+    config = TrainConfig(epochs=1.0, batch_size=32, lr=[0.05, 0.05])
+    result = train(MLP(12, [16, 8], 4), toy_dataset(), config, MultilevelConfig(levels=2))
+    assert not result.cycle.corrections and "correction_gain" not in result.history
+    monitored = MultilevelConfig(levels=2, monitor_corrections=True)
+    with pytest.raises(ValueError, match=r"needs a validation split .* data.hold_out\(n\)"):
+        train(MLP(12, [16, 8], 4), toy_dataset(), config, monitored)

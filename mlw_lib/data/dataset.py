@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import integer
+
 SOURCES = ("cache", "mirror", "download")
 
 
@@ -79,7 +81,8 @@ class DatasetInfo:
 class InMemoryDataset:
     """A whole dataset held as tensors on one device: `x_train` (N_train, ...) float32 images
     or int64 token ids (N_train, max_len), `y_train` (N_train,) int64, `x_test` and `y_test`
-    likewise; `classes[k]` names label k; `tokenizer` (text only) turns ids back into tokens."""
+    likewise; `classes[k]` names label k; `tokenizer` (text only) turns ids back into tokens;
+    `x_val`, `y_val`: a validation split held out of the training data (`hold_out`), or None."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -88,11 +91,34 @@ class InMemoryDataset:
     info: DatasetInfo
     classes: tuple[str, ...] = ()
     tokenizer: Any = None
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> InMemoryDataset:
         """A new dataset with every tensor on `device` (tensors already there are shared)."""
-        names = ("x_train", "y_train", "x_test", "y_test")
-        return replace(self, **{k: getattr(self, k).to(device) for k in names})
+        names = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+        moved = {k: getattr(self, k).to(device) for k in names if getattr(self, k) is not None}
+        return replace(self, **moved)
+
+    def hold_out(self, n: int) -> InMemoryDataset:
+        """A new dataset whose last `n` training examples (of the fixed order) are the
+        validation split `x_val`, `y_val` and no longer training data; `info` says so."""
+        if self.x_val is not None:
+            raise ValueError("this dataset already holds a validation split")
+        integer("validation size", n, 1)
+        if n >= len(self.x_train):
+            raise ValueError(
+                f"validation size {n} leaves no training data: {len(self.x_train)} are loaded"
+            )
+        keep = len(self.x_train) - n
+        held = f"training examples {keep}-{keep + n - 1} of the loaded order held out ({n})"
+        info = replace(
+            self.info, n_train=keep, settings={**self.info.settings, "validation": held}
+        )
+        x, y = self.x_train, self.y_train
+        return replace(
+            self, x_train=x[:keep], y_train=y[:keep], x_val=x[keep:], y_val=y[keep:], info=info
+        )
 
 
 def subset_sizes(train: int | None, test: int | None, full: tuple[int, int]) -> tuple[int, int]:

@@ -43,6 +43,9 @@ class MultilevelConfig:
     # the tau minibatches), "restrict" (approximate restriction of the fine statistics) or
     # "keep" (untouched: training never reads them; same training, less work)
     recalibrate_fine: bool = False  # also recalibrate the fine net's BN after each correction
+    # Record the fine loss on a fixed held-out minibatch just before and after each correction
+    # (its gain; needs a validation split, `InMemoryDataset.hold_out`); charged as forward work.
+    monitor_corrections: bool = False
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
     seed: int = 0  # seed of greedy matching and F-cycle noise

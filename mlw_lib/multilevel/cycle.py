@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..modes import in_mode
 from .batchnorm import batchnorm_layers, recalibrate, statistics_policy
 from .config import MultilevelConfig
 from .groups import WidthModel, check_layout
@@ -110,6 +111,12 @@ class FASCycle:
         self.cycles_done = 0
         # One entry per matching: {"cycle", "level", "assign": {group: (n_fine,) int64}}.
         self.matchings_log: list[dict] = []
+        self.steps = [0] * config.levels  # optimizer steps taken on each level
+        # With a monitor batch (x, y): one entry per correction, {"cycle", "level", "before",
+        # "after"}: level l's plain loss on it just before and after x_l += alpha P(...).
+        self.monitor_batch: tuple | None = None
+        self.corrections: list[dict] = []
+        self._gains_read = 0  # corrections already summarised by `pop_correction_gain`
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
@@ -155,6 +162,7 @@ class FASCycle:
                     level.optimizer.step()
                     level.record_loss(plain)
                     self.meter.charge(level.work, phase)
+                    self.steps[level.index] += 1
         if level.loss_sum is not None and not bool(torch.isfinite(level.loss_sum)):
             raise NonFiniteLossError(f"non-finite loss on level {level.index}", level.index)
 
@@ -185,6 +193,7 @@ class FASCycle:
         """x_l += alpha P(x_c - x_c0); optimizer state likewise with beta."""
         fine, coarse = self.levels[l], self.levels[l + 1]
         transfers = self.transitions[l].transfers
+        before = self._monitor_loss(fine)
         with self.meter.phase("transfer"), torch.no_grad():
             delta = {name: p - start.params[name] for name, p in coarse.model.named_parameters()}
             fine_delta = prolong(
@@ -194,10 +203,32 @@ class FASCycle:
                 p.add_(fine_delta[name], alpha=self.config.correction_damping)
             self.state_transfer.correct(fine, coarse, start.state, transfers)
             self.meter.charge_flops(2 * transfer_flops(fine_delta))
+        if before is not None:
+            after = self._monitor_loss(fine)
+            self.corrections.append(
+                {"cycle": self.cycles_done, "level": l, "before": before, "after": after}
+            )
         if self.config.recalibrate_fine and start.batches and batchnorm_layers(fine.model):
             with self.meter.phase("recalibration"):
                 recalibrate(fine.model, start.batches, self.loss_fn)
                 self.meter.charge_forward(fine.work, len(start.batches))
+
+    def pop_correction_gain(self) -> float:
+        """Mean gain (loss after - before; < 0 helps) of the fine-level corrections since the
+        last call; NaN if there were none."""
+        new = self.corrections[self._gains_read :]
+        self._gains_read = len(self.corrections)
+        gains = [c["after"] - c["before"] for c in new if c["level"] == 0]
+        return sum(gains) / len(gains) if gains else float("nan")
+
+    def _monitor_loss(self, level: Level) -> float | None:
+        """Level's plain loss on the monitor batch (eval mode), or None without one."""
+        if self.monitor_batch is None:
+            return None
+        with self.meter.phase("monitor"), torch.no_grad(), in_mode(level.model, training=False):
+            loss = float(self.loss_fn(level.model, self.monitor_batch))
+            self.meter.charge_forward(level.work, 1)
+        return loss
 
     # ------------------------------------------------------------- hierarchy upkeep
     def _transition(self, l: int) -> Transition:
@@ -271,6 +302,8 @@ class FASCycle:
             "visits": list(self.visits),
             "cycles_done": self.cycles_done,
             "matchings_log": self.matchings_log,
+            "steps": list(self.steps),
+            "corrections": self.corrections,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -278,6 +311,9 @@ class FASCycle:
         self.visits = list(state["visits"])
         self.cycles_done = int(state["cycles_done"])
         self.matchings_log = list(state.get("matchings_log", []))
+        self.steps = list(state.get("steps", self.steps))
+        self.corrections = list(state.get("corrections", []))
+        self._gains_read = len(self.corrections)
         device = next(self.levels[0].model.parameters()).device
         for l, saved in enumerate(state["transitions"]):
             if saved is None:

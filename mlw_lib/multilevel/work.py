@@ -25,7 +25,8 @@ from .batchnorm import preserved_buffers
 # "data": drawing (and augmenting) minibatches; "tau_gradient": the forward+backward passes
 # tau needs (charged WU); "tau": the rest of it; "recalibration": train-mode forward passes
 # that re-estimate BatchNorm statistics; "accounting": counting the FLOPs of a coarse size
-# seen for the first time (bookkeeping); "other": the loop's time outside every phase.
+# seen for the first time (bookkeeping); "monitor": the forward passes that measure each
+# correction's gain (`monitor_corrections`); "other": the loop's time outside every phase.
 PHASES = (
     "data",
     "smooth",
@@ -36,6 +37,7 @@ PHASES = (
     "matching",
     "recalibration",
     "accounting",
+    "monitor",
     "other",
 )
 # A forward pass costs about a third of forward + backward (the backward pass computes two

@@ -225,6 +225,8 @@ def train(
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
+    if multilevel.monitor_corrections:
+        fas.monitor_batch = monitor_batch(data, config, device)
     calibration = calibration_batches(x_train, y_train, config.batch_size)
 
     def model_of_interest() -> WidthModel:
@@ -324,6 +326,17 @@ def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> 
             )
 
 
+def monitor_batch(data, config: TrainConfig, device: torch.device) -> tuple:
+    """The first minibatch of the validation split: `monitor_corrections` measures on it."""
+    if getattr(data, "x_val", None) is None:
+        raise ValueError(
+            "monitor_corrections needs a validation split to measure on; hold one out of the "
+            "training data with data = data.hold_out(n)"
+        )
+    x, y = data.x_val[: config.batch_size], data.y_val[: config.batch_size]
+    return config.place(x, device), y.to(device)
+
+
 def _metrics_row(
     fas: FASCycle,
     meter: WorkMeter,
@@ -358,6 +371,10 @@ def _metrics_row(
         loss = level.pop_mean_loss()
         row[f"level{level.index}_loss"] = nan if loss is None else loss
     row["train_loss"] = row["level0_loss"]
+    for index, steps in enumerate(fas.steps):
+        row[f"level{index}_steps"] = steps
+    if fas.monitor_batch is not None:
+        row["correction_gain"] = fas.pop_correction_gain()
     for phase, seconds in meter.breakdown().items():
         row[f"time_{phase}"] = seconds
     return row
