@@ -98,15 +98,17 @@ def make_cycle(
 
 
 def restricted_levels(
-    fine_model, batches, convention: str, tau_mode: str, seed: int = 0, v_fine=None
+    fine_model, batches, convention: str, tau_mode: str, seed: int = 0, v_fine=None, last_step=None
 ):
     """(fine Level, coarse Level at x_c0 = R x with its tau on `batches`, transition, meter).
 
     `v_fine` gives the fine level a linear term of its own (a level that is itself coarse);
+    `last_step` is its (minibatch, gradient) of a last pre-smoothing step (tau "last_step");
     BatchNorm statistics of the coarse net are recalibrated on `batches`.
     """
     meter = WorkMeter(1.0)
     fine = Level(0, fine_model, torch.optim.SGD(fine_model.parameters(), lr=0.1), 0.1, 1.0)
+    fine.last_step = last_step
     if v_fine is not None:
         fine.tau = lambda batch: v_fine
     config = MultilevelConfig(levels=2, convention=convention, tau=tau_mode)

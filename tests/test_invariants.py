@@ -32,6 +32,7 @@ from mlw_lib.multilevel import (
 )
 from mlw_lib.multilevel.matching import max_pairs_for, mutual_best_pairs, similarity_matrix
 from mlw_lib.multilevel.objective import (
+    Level,
     loss_gradient,
     objective,
     objective_backward,
@@ -198,6 +199,45 @@ def test_first_order_coherence_minibatch_tau(convention):
         )
         for name in expected:
             torch.testing.assert_close(coarse_grad[name], expected[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_last_step_tau_tends_to_the_cycle_tau_on_its_minibatch_as_the_step_shrinks(convention):
+    """tau='last_step' uses the gradient at the point before the last pre-smoothing step; the
+    gap to the per-cycle tau (the gradient after it) is O(lr)."""
+    x, y = toy_data(64, 12, 4, seed=3)
+    batch = (x[:32], y[:32])
+    gaps = []
+    for lr in (1e-2, 1e-3, 1e-4):
+        torch.manual_seed(0)
+        model = MLP(12, [16, 8], 4, activation="tanh").double()
+        fine = Level(0, model, torch.optim.SGD(model.parameters(), lr=lr), lr, 1.0)
+        objective_backward(fine, batch, classification_loss)
+        gradient = {name: p.grad.clone() for name, p in model.named_parameters()}
+        fine.optimizer.step()
+        _, last, *_ = restricted_levels(
+            model, [batch], convention, "last_step", last_step=(batch, gradient)
+        )
+        _, cycle, *_ = restricted_levels(model, [batch], convention, "cycle")
+        v_last, v_cycle = last.tau(batch), cycle.tau(batch)
+        gaps.append(max(float((v_last[n] - v_cycle[n]).abs().max()) for n in v_cycle))
+    assert gaps[0] > 1e-6  # the two differ at a finite step...
+    assert gaps[1] < gaps[0] / 5 and gaps[2] < gaps[1] / 5  # ...by O(lr)
+
+
+def test_last_step_tau_costs_one_coarse_pass_per_cycle():
+    x, y = toy_data(256, 12, 4, seed=0)
+    costs = {}
+    for mode in ("cycle", "last_step"):
+        torch.manual_seed(0)
+        config = MultilevelConfig(levels=2, batches_per_phase=4, tau=mode)
+        cycle = make_cycle(MLP(12, [16, 8], 4).double(), config, x, y)
+        cycle.run_cycle()
+        costs[mode] = cycle.meter.work_by_phase["tau_gradient"] / cycle.levels[1].work
+    assert costs["last_step"] == pytest.approx(1.0)  # one coarse minibatch
+    assert costs["cycle"] == pytest.approx(4 + 4 / cycle.levels[1].work)  # 4 coarse + 4 fine
+    with pytest.raises(ValueError, match="tau='last_step' reuses .* set nu_pre >= 1"):
+        MultilevelConfig(levels=2, tau="last_step", nu_pre=0)
 
 
 def test_without_tau_the_gradients_disagree():

@@ -34,7 +34,7 @@ class MultilevelConfig:
     nu_pre: int = 1  # passes over the k minibatches before descending
     nu_post: int = 1  # passes over k fresh minibatches after the correction
     coarse_batches: str = "reuse"  # coarse steps reuse the tau batches, or draw "fresh" ones
-    tau: str = "cycle"  # "none", "cycle" (one tau per cycle) or "minibatch"
+    tau: str = "cycle"  # "none", "cycle" (one per cycle), "minibatch" or "last_step" (near-free)
     tau_scale: float = 1.0  # s; 0 behaves like "none"
     correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
     state_damping: float = 1.0  # beta for the optimizer-state correction
@@ -94,6 +94,11 @@ class MultilevelConfig:
             integer(name, getattr(self, name), 0)
         for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
             number(name, getattr(self, name), 0.0)
+        if self.tau == "last_step" and self.nu_pre == 0 and self.levels > 1:
+            raise ValueError(
+                "tau='last_step' reuses the last pre-smoothing step's gradient, but nu_pre is "
+                "0; set nu_pre >= 1 or choose tau='cycle'"
+            )
         if self.model_level >= self.levels:
             raise ValueError(
                 f"model_level must name one of the {self.levels} levels (0 to "

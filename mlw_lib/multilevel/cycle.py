@@ -9,10 +9,13 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
                       x_c0 = R x_l,  m_c0 = R m_l  (or reset)          (the coarse start)
                       BatchNorm statistics: recalibrated on B, restricted, or kept
         tau:          v_{l+1} = s (grad loss_{l+1}(x_c0; B) - P^T grad F_l(x_l; B))
+                      (tau="last_step": B = the last pre-smoothing minibatch, and the
+                      gradient that step took)
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are B,
                       or fresh ones with coarse_batches="fresh")
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
-                      (optionally recalibrate the fine BatchNorm statistics on B)
+                      (optionally recalibrate the fine BatchNorm statistics on B;
+                      monitor_corrections: the loss on a held-out batch before and after)
         post-smooth:  nu_post passes over k fresh minibatches
 
 The variants (tau, BatchNorm statistics, optimizer-state transfer) are policy objects chosen
@@ -129,7 +132,7 @@ class FASCycle:
     def _cycle(self, l: int, inherited: Sequence[tuple] | None) -> None:
         fine = self.levels[l]
         batches = self._batches(inherited)
-        self._smooth(fine, batches, self.config.nu_pre)
+        self._smooth(fine, batches, self.config.nu_pre, keep_last=self.tau.needs_last_step)
         if l == self.config.levels - 1:
             return
         start = self._restrict(l, batches)
@@ -148,23 +151,37 @@ class FASCycle:
         with self.meter.phase("data"):
             return [self.next_batch() for _ in range(self.config.batches_per_phase)]
 
-    def _smooth(self, level: Level, batches: Sequence[tuple], passes: int) -> None:
-        """`passes` optimizer passes over `batches` on the level objective F_l."""
+    def _smooth(
+        self, level: Level, batches: Sequence[tuple], passes: int, keep_last: bool = False
+    ) -> None:
+        """`passes` optimizer passes over `batches` on the level objective F_l; `keep_last`:
+        keep the last step's minibatch and gradient in `level.last_step`."""
         phase = "smooth" if level.index == 0 else "coarse"
         lr = level.lr * self.lr_factor
         for group in level.optimizer.param_groups:
             group["lr"] = lr
         with self.meter.phase(phase):
-            for _ in range(passes):
-                for batch in batches:
+            last = (passes - 1, len(batches) - 1) if keep_last else None
+            for pass_index in range(passes):
+                for index, batch in enumerate(batches):
                     level.optimizer.zero_grad(set_to_none=True)
                     plain = objective_backward(level, batch, self.loss_fn)
+                    if (pass_index, index) == last:
+                        level.last_step = (batch, self._gradient_copy(level))
                     level.optimizer.step()
                     level.record_loss(plain)
                     self.meter.charge(level.work, phase)
                     self.steps[level.index] += 1
         if level.loss_sum is not None and not bool(torch.isfinite(level.loss_sum)):
             raise NonFiniteLossError(f"non-finite loss on level {level.index}", level.index)
+
+    @staticmethod
+    def _gradient_copy(level: Level) -> Tensors:
+        """{name: p.grad} of the level's parameters, copied (zeros where there is none)."""
+        return {
+            name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+            for name, p in level.named_parameters
+        }
 
     # -------------------------------------------------------------------- down and up
     def _restrict(self, l: int, batches: list[tuple] | None) -> CoarseStart:

@@ -36,6 +36,8 @@ class Level:
     tau: Callable[[tuple], Tensors | None] = no_tau
     loss_sum: torch.Tensor | None = field(default=None, repr=False)
     steps: int = 0
+    # (minibatch, grad F_l) of the last pre-smoothing step, kept for tau="last_step"
+    last_step: tuple[tuple, Tensors] | None = field(default=None, repr=False)
 
     @cached_property
     def named_parameters(self) -> tuple[tuple[str, torch.nn.Parameter], ...]:
