@@ -94,9 +94,9 @@ def test_fresh_coarse_batches_differ_from_the_tau_batches():
         cycle = make_cycle(MLP(8, [12, 8], 3).double(), config, x, y)
         calls, smooth = [], cycle._smooth
 
-        def spy(level, batches, passes):
+        def spy(level, batches, passes, **options):
             calls.append([b[0] for b in batches])
-            smooth(level, batches, passes)
+            smooth(level, batches, passes, **options)
 
         cycle._smooth = spy
         cycle.run_cycle()

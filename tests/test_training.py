@@ -357,5 +357,25 @@ def test_monitoring_is_off_by_default_and_needs_a_validation_split():
     result = train(MLP(12, [16, 8], 4), toy_dataset(), config, MultilevelConfig(levels=2))
     assert not result.cycle.corrections and "correction_gain" not in result.history
     monitored = MultilevelConfig(levels=2, monitor_corrections=True)
-    with pytest.raises(ValueError, match=r"needs a validation split .* data.hold_out\(n\)"):
+    with pytest.raises(ValueError, match=r"need a validation split .* data.hold_out\(n\)"):
         train(MLP(12, [16, 8], 4), toy_dataset(), config, monitored)
+
+
+def test_correction_search_never_lets_a_correction_raise_the_held_out_loss():
+    config = TrainConfig(epochs=4.0, batch_size=32, lr=[0.05, 0.05], eval_every=1.0)
+    overshoot = dict(
+        levels=2, batches_per_phase=2, monitor_corrections=True, correction_damping=8.0
+    )
+    cycles = {}
+    for search in (False, True):
+        seed_everything(0)
+        multilevel = MultilevelConfig(**overshoot, correction_search=search)
+        cycles[search] = train(MLP(12, [16, 8], 4), _with_validation(), config, multilevel).cycle
+    plain, searched = cycles[False].corrections, cycles[True].corrections
+    assert any(c["after"] > c["before"] for c in plain)  # 8x corrections overshoot...
+    assert all(c["after"] <= c["before"] for c in searched)  # ...the search never does
+    assert {c["length"] for c in searched} <= {0.0, 0.25, 0.5, 1.0}
+    assert any(c["length"] < 1 for c in searched) and all(c["length"] == 1 for c in plain)
+    # four forward passes of the fine net per correction: before, and at 1, 1/2 and 1/4
+    monitor = cycles[True].meter.work_by_phase["monitor"]
+    assert monitor == pytest.approx(len(searched) * 4 / 3)

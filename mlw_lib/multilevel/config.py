@@ -46,6 +46,9 @@ class MultilevelConfig:
     # Record the fine loss on a fixed held-out minibatch just before and after each correction
     # (its gain; needs a validation split, `InMemoryDataset.hold_out`); charged as forward work.
     monitor_corrections: bool = False
+    # Safeguard: apply 1, 1/2 or 1/4 of each correction, or none, whichever gives the lowest
+    # fine loss on that held-out minibatch (forward passes charged; needs a validation split).
+    correction_search: bool = False
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
     seed: int = 0  # seed of greedy matching and F-cycle noise
@@ -86,7 +89,8 @@ class MultilevelConfig:
         choice("tau", self.tau, TAU_MODES)
         choice("state_transfer", self.state_transfer, STATE_TRANSFER)
         choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
-        flag("recalibrate_fine", self.recalibrate_fine)
+        for name in ("recalibrate_fine", "monitor_corrections", "correction_search"):
+            flag(name, getattr(self, name))
         number("ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
             integer(name, getattr(self, name), 1)

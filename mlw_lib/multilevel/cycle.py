@@ -15,7 +15,8 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
                       or fresh ones with coarse_batches="fresh")
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
                       (optionally recalibrate the fine BatchNorm statistics on B;
-                      monitor_corrections: the loss on a held-out batch before and after)
+                      monitor_corrections: the loss on a held-out batch before and after;
+                      correction_search: the length of 1, 1/2, 1/4 or 0 that lowers it most)
         post-smooth:  nu_post passes over k fresh minibatches
 
 The variants (tau, BatchNorm statistics, optimizer-state transfer) are policy objects chosen
@@ -49,6 +50,7 @@ from .tau import tau_policy
 from .transfer import prolong, restrict_params
 from .work import WorkMeter, matching_flops, transfer_flops
 
+SEARCH_LENGTHS = (1.0, 0.5, 0.25)  # fractions of the correction tried by correction_search
 OptimizerFactory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
 Work = Callable[[WidthModel], float]
 
@@ -207,7 +209,8 @@ class FASCycle:
         return CoarseStart(x_c0, m_c0, batches)
 
     def _correct(self, l: int, start: CoarseStart) -> None:
-        """x_l += alpha P(x_c - x_c0); optimizer state likewise with beta."""
+        """x_l += alpha P(x_c - x_c0) (with `correction_search`, a fraction of it, or none);
+        optimizer state likewise with beta."""
         fine, coarse = self.levels[l], self.levels[l + 1]
         transfers = self.transitions[l].transfers
         before = self._monitor_loss(fine)
@@ -216,14 +219,25 @@ class FASCycle:
             fine_delta = prolong(
                 delta, fine.model.param_layout(), transfers, self.config.convention
             )
-            for name, p in fine.model.named_parameters():
-                p.add_(fine_delta[name], alpha=self.config.correction_damping)
-            self.state_transfer.correct(fine, coarse, start.state, transfers)
             self.meter.charge_flops(2 * transfer_flops(fine_delta))
+        length, after = 1.0, None
+        if self.config.correction_search:
+            length, after = self._correction_length(fine, fine_delta, before)
+        with self.meter.phase("transfer"), torch.no_grad():
+            for name, p in fine.model.named_parameters():
+                p.add_(fine_delta[name], alpha=length * self.config.correction_damping)
+            if length > 0:
+                self.state_transfer.correct(fine, coarse, start.state, transfers)
         if before is not None:
-            after = self._monitor_loss(fine)
+            after = self._monitor_loss(fine) if after is None else after
             self.corrections.append(
-                {"cycle": self.cycles_done, "level": l, "before": before, "after": after}
+                {
+                    "cycle": self.cycles_done,
+                    "level": l,
+                    "before": before,
+                    "after": after,
+                    "length": length,
+                }
             )
         if self.config.recalibrate_fine and start.batches and batchnorm_layers(fine.model):
             with self.meter.phase("recalibration"):
@@ -237,6 +251,28 @@ class FASCycle:
         self._gains_read = len(self.corrections)
         gains = [c["after"] - c["before"] for c in new if c["level"] == 0]
         return sum(gains) / len(gains) if gains else float("nan")
+
+    def _correction_length(
+        self, fine: Level, fine_delta: Tensors, before: float | None
+    ) -> tuple[float, float]:
+        """(fraction of SEARCH_LENGTHS, or 0: rejected; the fine loss there) with the lowest
+        loss on the monitor batch; the fine net is left as it was."""
+        if before is None:
+            raise ValueError("correction_search needs a monitor batch (a validation split)")
+        best = (0.0, before)
+        params = dict(fine.model.named_parameters())
+        with torch.no_grad():
+            start = {name: p.detach().clone() for name, p in params.items()}
+            for length in SEARCH_LENGTHS:
+                step = length * self.config.correction_damping
+                for name, p in params.items():
+                    p.copy_(start[name] + step * fine_delta[name])
+                loss = self._monitor_loss(fine)
+                if loss < best[1]:
+                    best = (length, loss)
+            for name, p in params.items():
+                p.copy_(start[name])
+        return best
 
     def _monitor_loss(self, level: Level) -> float | None:
         """Level's plain loss on the monitor batch (eval mode), or None without one."""

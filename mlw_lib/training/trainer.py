@@ -225,7 +225,7 @@ def train(
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
-    if multilevel.monitor_corrections:
+    if multilevel.monitor_corrections or multilevel.correction_search:
         fas.monitor_batch = monitor_batch(data, config, device)
     calibration = calibration_batches(x_train, y_train, config.batch_size)
 
@@ -327,11 +327,12 @@ def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> 
 
 
 def monitor_batch(data, config: TrainConfig, device: torch.device) -> tuple:
-    """The first minibatch of the validation split: `monitor_corrections` measures on it."""
+    """The first minibatch of the validation split: `monitor_corrections` and
+    `correction_search` measure on it."""
     if getattr(data, "x_val", None) is None:
         raise ValueError(
-            "monitor_corrections needs a validation split to measure on; hold one out of the "
-            "training data with data = data.hold_out(n)"
+            "monitor_corrections and correction_search need a validation split to measure on; "
+            "hold one out of the training data with data = data.hold_out(n)"
         )
     x, y = data.x_val[: config.batch_size], data.y_val[: config.batch_size]
     return config.place(x, device), y.to(device)
