@@ -87,10 +87,10 @@ def test_reset_leaves_the_coarse_optimizer_state_empty():
 
 
 def test_fresh_coarse_batches_differ_from_the_tau_batches():
-    def recorded(mode: str) -> list[list[torch.Tensor]]:
+    def recorded(mode: str, **options) -> list[list[torch.Tensor]]:
         x, y = toy_data(160, 8, 3, seed=7)
         torch.manual_seed(0)
-        config = MultilevelConfig(levels=2, coarse_batches=mode, batches_per_phase=2)
+        config = MultilevelConfig(levels=2, coarse_batches=mode, batches_per_phase=2, **options)
         cycle = make_cycle(MLP(8, [12, 8], 3).double(), config, x, y)
         calls, smooth = [], cycle._smooth
 
@@ -106,6 +106,26 @@ def test_fresh_coarse_batches_differ_from_the_tau_batches():
     assert all(torch.equal(a, b) for a, b in zip(pre, coarse, strict=True))
     pre, coarse = recorded("fresh")
     assert not any(torch.equal(a, b) for a in pre for b in coarse)
+    pre, coarse = recorded("reuse", coarse_batches_per_phase=4)  # the tau batches, then fresh
+    assert len(coarse) == 4 and all(torch.equal(a, b) for a, b in zip(pre, coarse[:2], strict=True))
+    assert not any(torch.equal(a, b) for a in pre for b in coarse[2:])
+
+
+@pytest.mark.parametrize(
+    ("options", "coarse_steps"),
+    [
+        ({}, 2),
+        ({"coarse_passes": 3}, 6),
+        ({"coarse_batches_per_phase": 5}, 5),
+        ({"coarse_batches_per_phase": 5, "coarse_passes": 2, "coarse_batches": "fresh"}, 10),
+    ],
+)
+def test_coarse_heavy_cycles_take_more_steps_on_the_coarsest_level(options, coarse_steps):
+    x, y = toy_data(160, 8, 3, seed=7)
+    config = MultilevelConfig(levels=2, batches_per_phase=2, **options)
+    cycle = make_cycle(MLP(8, [12, 8], 3).double(), config, x, y)
+    cycle.run_cycle()
+    assert cycle.steps == [4, coarse_steps]  # 2 pre- and 2 post-smoothing steps on the fine
 
 
 def _trained(train_config: TrainConfig, levels: int = 2):

@@ -34,6 +34,9 @@ class MultilevelConfig:
     nu_pre: int = 1  # passes over the k minibatches before descending
     nu_post: int = 1  # passes over k fresh minibatches after the correction
     coarse_batches: str = "reuse"  # coarse steps reuse the tau batches, or draw "fresh" ones
+    coarse_batches_per_phase: int = 0  # minibatches per phase on coarse levels (0: k); more
+    # than k: the tau batches, then fresh ones
+    coarse_passes: int = 0  # passes on the coarsest level per visit (0: nu_pre)
     tau: str = "cycle"  # "none", "cycle" (one per cycle), "minibatch" or "last_step" (near-free)
     tau_scale: float = 1.0  # s; 0 behaves like "none"
     correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
@@ -94,7 +97,14 @@ class MultilevelConfig:
         number("ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
             integer(name, getattr(self, name), 1)
-        for name in ("model_level", "nu_pre", "nu_post", "seed"):
+        for name in (
+            "model_level",
+            "nu_pre",
+            "nu_post",
+            "seed",
+            "coarse_batches_per_phase",
+            "coarse_passes",
+        ):
             integer(name, getattr(self, name), 0)
         for name in ("tau_scale", "correction_damping", "state_damping", "fmg_noise"):
             number(name, getattr(self, name), 0.0)

@@ -12,7 +12,8 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
                       (tau="last_step": B = the last pre-smoothing minibatch, and the
                       gradient that step took)
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are B,
-                      or fresh ones with coarse_batches="fresh")
+                      or fresh ones with coarse_batches="fresh"; coarse_batches_per_phase
+                      of them, and coarse_passes passes on the coarsest level)
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
                       (optionally recalibrate the fine BatchNorm statistics on B;
                       monitor_corrections: the loss on a held-out batch before and after;
@@ -133,10 +134,11 @@ class FASCycle:
 
     def _cycle(self, l: int, inherited: Sequence[tuple] | None) -> None:
         fine = self.levels[l]
-        batches = self._batches(inherited)
-        self._smooth(fine, batches, self.config.nu_pre, keep_last=self.tau.needs_last_step)
-        if l == self.config.levels - 1:
+        batches = self._batches(inherited, l)
+        if l == self.config.levels - 1:  # the coarsest level: smoothing only
+            self._smooth(fine, batches, self.config.coarse_passes or self.config.nu_pre)
             return
+        self._smooth(fine, batches, self.config.nu_pre, keep_last=self.tau.needs_last_step)
         start = self._restrict(l, batches)
         coarse, transfers = self.levels[l + 1], self.transitions[l].transfers
         with self.meter.phase("tau"):
@@ -144,14 +146,21 @@ class FASCycle:
         for _ in range(self.config.gamma):
             self._cycle(l + 1, inherited=batches)
         self._correct(l, start)
-        self._smooth(fine, self._batches(inherited), self.config.nu_post)
+        self._smooth(fine, self._batches(inherited, l), self.config.nu_post)
 
-    def _batches(self, inherited: Sequence[tuple] | None) -> list[tuple]:
-        """k fresh minibatches, or the parent's tau batches when coarse steps reuse them."""
+    def _batches(self, inherited: Sequence[tuple] | None, l: int) -> list[tuple]:
+        """Level l's minibatches for one phase: k (`coarse_batches_per_phase` on a coarse
+        level), led by the parent's tau batches when coarse steps reuse them, fresh else."""
+        count = self.config.batches_per_phase
+        if l > 0 and self.config.coarse_batches_per_phase:
+            count = self.config.coarse_batches_per_phase
+        reused = []
         if inherited is not None and self.config.coarse_batches == "reuse":
-            return list(inherited)
+            reused = list(inherited)[:count]
+        if len(reused) == count:
+            return reused
         with self.meter.phase("data"):
-            return [self.next_batch() for _ in range(self.config.batches_per_phase)]
+            return reused + [self.next_batch() for _ in range(count - len(reused))]
 
     def _smooth(
         self, level: Level, batches: Sequence[tuple], passes: int, keep_last: bool = False
@@ -204,7 +213,7 @@ class FASCycle:
         batches = list(batches or [])
         if batchnorm_layers(coarse.model):
             if not batches and self.statistics.needs_batches:  # nested iteration
-                batches = self._batches(None)
+                batches = self._batches(None, l)
             self.statistics.coarse_statistics(fine, coarse, transfers, batches, self.meter)
         return CoarseStart(x_c0, m_c0, batches)
 
