@@ -14,7 +14,8 @@ from helpers import make_cycle, toy_data, toy_dataset
 
 from mlw_lib.models import MLP
 from mlw_lib.modes import in_mode
-from mlw_lib.multilevel import CoarseningError, MultilevelConfig
+from mlw_lib.multilevel import CoarseningError, FASCycle, MultilevelConfig, prolong
+from mlw_lib.multilevel.hierarchy import detached_params
 from mlw_lib.reproducibility import seed_everything
 from mlw_lib.training import NonFiniteLossError, TrainConfig, load_checkpoint, train
 from mlw_lib.training.checkpoint import ResumeMismatchError
@@ -379,3 +380,64 @@ def test_correction_search_never_lets_a_correction_raise_the_held_out_loss():
     # four forward passes of the fine net per correction: before, and at 1, 1/2 and 1/4
     monitor = cycles[True].meter.work_by_phase["monitor"]
     assert monitor == pytest.approx(len(searched) * 4 / 3)
+
+
+def test_coarse_first_spends_its_share_of_the_budget_on_each_coarse_level_coarsest_first():
+    config = MultilevelConfig(levels=3, coarse_first=0.5, coarse_first_then="fine", ratio=0.5)
+    result = _run(config, epochs=4.0)
+    works = [level.work for level in result.cycle.levels]
+    last = result.history.iloc[-1]
+    coarse = [last[f"level{l}_steps"] * works[l] for l in (1, 2)]
+    budget = 4.0 * 8
+    for spent in coarse:  # half the budget, split equally; a phase (one step) may overshoot
+        assert budget / 4 <= spent < budget / 4 + works[1] + 1e-9
+    assert last["level0_steps"] == pytest.approx(budget - sum(coarse), abs=1)  # then fine only
+    assert result.cycle.coarse_root == 0 and not result.cycle.corrections
+    cycles = _run(MultilevelConfig(levels=3, coarse_first=0.5), epochs=4.0).history.iloc[-1]
+    assert cycles["level1_steps"] * works[1] > coarse[0] + works[1]  # cycles visit coarse too
+
+
+@pytest.mark.parametrize("blend", [0.0, 0.5, 1.0])
+def test_prolong_blend_interpolates_the_fine_weights_with_the_prolonged_coarse_ones(blend):
+    x, y = toy_data(64, 12, 4, seed=3)
+    config = MultilevelConfig(levels=2, coarse_first=0.5, prolong_blend=blend, fmg_noise=0.0)
+    cycle = make_cycle(MLP(12, [16, 8], 4).double(), config, x, y)
+    cycle._restrict(0, batches=None)
+    fine, coarse = cycle.levels[0].model, cycle.levels[1].model
+    with torch.no_grad():
+        for p in coarse.parameters():
+            p.add_(torch.randn_like(p))
+    before = {n: p.detach().clone() for n, p in fine.named_parameters()}
+    layout, transfers = fine.param_layout(), cycle.transitions[0].transfers
+    prolonged = prolong(detached_params(coarse), layout, transfers, config.convention)
+    cycle._prolong_solution(1, torch.Generator().manual_seed(0))
+    for name, p in fine.named_parameters():
+        expected = (1 - blend) * before[name] + blend * prolonged[name]
+        torch.testing.assert_close(p.detach(), expected)
+
+
+def test_a_run_interrupted_during_coarse_first_resumes_to_the_same_metrics(tmp_path, monkeypatch):
+    config = MultilevelConfig(levels=3, coarse_first=0.5)
+    kw = dict(epochs=4.0)
+    full = _run(config, **kw).history
+    path, run_cycle, calls = tmp_path / "ckpt.pt", FASCycle.run_cycle, [0]
+
+    def interrupted(self):
+        calls[0] += 1
+        if calls[0] == 40:  # in the coarsest level's stage
+            raise KeyboardInterrupt
+        run_cycle(self)
+
+    monkeypatch.setattr(FASCycle, "run_cycle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(config, checkpoint_path=path, **kw)
+    monkeypatch.setattr(FASCycle, "run_cycle", run_cycle)
+    assert load_checkpoint(path)["multilevel"]["coarse_first"]["root"] == 2
+    resumed = _run(config, checkpoint_path=path, resume=True, **kw).history
+    assert resumed[METRICS].equals(full[METRICS])
+
+
+def test_coarse_first_needs_coarse_levels_and_is_not_an_f_cycle():
+    for fields in (dict(levels=1), dict(levels=2, cycle="F")):
+        with pytest.raises(ValueError, match="coarse_first needs coarse levels"):
+            MultilevelConfig(coarse_first=0.3, **fields)

@@ -15,6 +15,7 @@ from .transfer import CONVENTIONS
 
 CYCLES = {"V": 1, "W": 2, "F": 1}  # cycle type -> gamma (F = nested iteration, then V-cycles)
 COARSE_BATCHES = ("reuse", "fresh")
+COARSE_FIRST_THEN = ("cycles", "fine")
 UNIT_WEIGHTS = ("norm", "uniform")
 
 
@@ -54,6 +55,12 @@ class MultilevelConfig:
     correction_search: bool = False
     fmg_cycles: int = 1  # F-cycle: cycles at each level before prolonging upward
     fmg_noise: float = 1e-3  # F-cycle: relative std of symmetry-breaking noise after prolonging
+    # Coarse-first: this fraction of the work budget trains the coarse levels, coarsest first
+    # (an equal share of work each), before the first prolongation; then `coarse_first_then`:
+    # "cycles" (the cycle above) or "fine" (plain training of the fine net).
+    coarse_first: float = 0.0
+    coarse_first_then: str = "cycles"
+    prolong_blend: float = 1.0  # prolonging a coarse solution: x <- (1 - a) x + a (P x_c + noise)
     seed: int = 0  # seed of greedy matching and F-cycle noise
     model_level: int = 0  # the level whose net is the model of interest: 0 = the fine net;
     # m > 0 = "squeeze": the wider levels 0..m-1 help train it, and the product (evaluated,
@@ -89,6 +96,9 @@ class MultilevelConfig:
         choice("similarity", self.similarity, SIMILARITIES)
         choice("unit_weights", self.unit_weights, UNIT_WEIGHTS)
         choice("coarse_batches", self.coarse_batches, COARSE_BATCHES)
+        choice("coarse_first_then", self.coarse_first_then, COARSE_FIRST_THEN)
+        number("coarse_first", self.coarse_first, 0.0, 1.0, open_high=True)
+        number("prolong_blend", self.prolong_blend, 0.0, 1.0)
         choice("tau", self.tau, TAU_MODES)
         choice("state_transfer", self.state_transfer, STATE_TRANSFER)
         choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
@@ -112,6 +122,12 @@ class MultilevelConfig:
             raise ValueError(
                 "tau='last_step' reuses the last pre-smoothing step's gradient, but nu_pre is "
                 "0; set nu_pre >= 1 or choose tau='cycle'"
+            )
+        if self.coarse_first and (self.levels == 1 or self.cycle == "F"):
+            raise ValueError(
+                f"coarse_first needs coarse levels to train first and is a nested iteration of "
+                f"its own; got levels={self.levels}, cycle={self.cycle!r} (use levels >= 2 and "
+                "cycle 'V' or 'W')"
             )
         if self.model_level >= self.levels:
             raise ValueError(

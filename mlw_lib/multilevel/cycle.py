@@ -123,13 +123,25 @@ class FASCycle:
         self.monitor_batch: tuple | None = None
         self.corrections: list[dict] = []
         self._gains_read = 0  # corrections already summarised by `pop_correction_gain`
+        # Coarse-first: its work budget (WU, set by the trainer), the level it trains now
+        # (None before it starts, 0 once it is over) and the work spent on that level.
+        self.coarse_first_work = 0.0
+        self.coarse_root: int | None = None
+        self.coarse_spent = 0.0
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
-        """One cycle from the fine level (the first F-cycle starts with nested iteration)."""
-        if self.config.cycle == "F" and self.cycles_done == 0 and self.config.levels > 1:
-            self._nested_iteration()
-        self._cycle(0, inherited=None)
+        """One cycle from the fine level (the first F-cycle starts with nested iteration);
+        with `coarse_first`, first one phase of coarse-first training per call, and after it
+        plain fine steps if `coarse_first_then` is "fine"."""
+        if self.config.coarse_first and self.coarse_root != 0:
+            self._coarse_first_phase()
+        elif self.config.coarse_first and self.config.coarse_first_then == "fine":
+            self._smooth(self.levels[0], self._batches(None, 0), 1)
+        else:
+            if self.config.cycle == "F" and self.cycles_done == 0 and self.config.levels > 1:
+                self._nested_iteration()
+            self._cycle(0, inherited=None)
         self.cycles_done += 1
 
     def _cycle(self, l: int, inherited: Sequence[tuple] | None) -> None:
@@ -341,8 +353,27 @@ class FASCycle:
                 self._cycle(root, inherited=None)
             self._prolong_solution(root, generator)
 
+    def _coarse_first_phase(self) -> None:
+        """k steps on the coarse level being trained (the first call restricts the initial net
+        down every level); once it has spent its share of `coarse_first_work`, prolong its
+        solution one level up, which is trained next (the fine net ends the stage)."""
+        if self.coarse_root is None:
+            for l in range(self.config.levels - 1):
+                self._restrict(l, batches=None)
+            self.coarse_root = self.config.levels - 1
+        level = self.levels[self.coarse_root]
+        level.tau = no_tau
+        before = self.meter.work_units
+        self._smooth(level, self._batches(None, self.coarse_root), 1)
+        self.coarse_spent += self.meter.work_units - before
+        if self.coarse_spent >= self.coarse_first_work / (self.config.levels - 1) - 1e-9:
+            generator = torch.Generator().manual_seed(self.config.seed + self.coarse_root)
+            self._prolong_solution(self.coarse_root, generator)
+            self.coarse_root, self.coarse_spent = self.coarse_root - 1, 0.0
+
     def _prolong_solution(self, coarse_index: int, generator: torch.Generator) -> None:
-        """x_f = P x_c + noise, fine optimizer state reset."""
+        """x_f <- (1 - a) x_f + a (P x_c + noise) with a = `prolong_blend`; fine optimizer
+        state reset."""
         fine, coarse = self.levels[coarse_index - 1], self.levels[coarse_index]
         transfers = self.transitions[coarse_index - 1].transfers
         with self.meter.phase("transfer"), torch.no_grad():
@@ -352,9 +383,14 @@ class FASCycle:
                 transfers,
                 self.config.convention,
             )
+            blend = self.config.prolong_blend
             for name, p in fine.model.named_parameters():
                 noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-                p.copy_(x_f[name] + self.config.fmg_noise * x_f[name].std().nan_to_num(0) * noise)
+                target = x_f[name] + self.config.fmg_noise * x_f[name].std().nan_to_num(0) * noise
+                if blend == 1:
+                    p.copy_(target)
+                else:
+                    p.lerp_(target, blend)
             fine.optimizer.state.clear()
 
     # -------------------------------------------------------------- checkpointing
@@ -366,7 +402,19 @@ class FASCycle:
             "matchings_log": self.matchings_log,
             "steps": list(self.steps),
             "corrections": self.corrections,
+            "coarse_first": self._coarse_first_state(),
         }
+
+    def _coarse_first_state(self) -> dict | None:
+        """Mid coarse-first, its stage and every coarse level's weights and optimizer state
+        (they are the solution being built); None otherwise."""
+        if not self.coarse_root:  # not started, or over
+            return {"root": self.coarse_root} if self.coarse_root == 0 else None
+        levels = [
+            {"model": level.model.state_dict(), "optimizer": level.optimizer.state_dict()}
+            for level in self.levels[1:]
+        ]
+        return {"root": self.coarse_root, "spent": self.coarse_spent, "levels": levels}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore operators and counters (coarse models are rebuilt from the sizes)."""
@@ -384,3 +432,9 @@ class FASCycle:
             transfers = {g: GroupTransfer.from_state_dict(s).to(device) for g, s in saved.items()}
             self.transitions[l] = Transition(transfers, matchings={})
             self._coarse_level(l, self.transitions[l])
+        stage = state.get("coarse_first")
+        self.coarse_root = None if stage is None else stage["root"]
+        self.coarse_spent = 0.0 if stage is None else stage.get("spent", 0.0)
+        for level, saved in zip(self.levels[1:], (stage or {}).get("levels", []), strict=False):
+            level.model.load_state_dict(saved["model"])
+            level.optimizer.load_state_dict(saved["optimizer"])

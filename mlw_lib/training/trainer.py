@@ -225,6 +225,7 @@ def train(
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
+    fas.coarse_first_work = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
     if multilevel.monitor_corrections or multilevel.correction_search:
         fas.monitor_batch = monitor_batch(data, config, device)
     calibration = calibration_batches(x_train, y_train, config.batch_size)
