@@ -220,9 +220,7 @@ def run_notebook(
     parameters (finished runs load from their checkpoints). `timeout`: seconds per cell
     (None: no limit; a paper run's training cell takes hours).
     """
-    source = resolve_notebook(name)
-    output_dir = runs_dir() / "notebooks" if output_dir is None else Path(output_dir)
-    latest = output_path_for(source, output_dir, suffix)
+    source, output_dir, latest = _locate(name, output_dir, suffix)
     if resume:
         if parameters or parameter_file:
             raise ValueError("a resumed execution keeps its own parameters; leave out -p and -f")
@@ -248,9 +246,7 @@ def continue_notebook(
     execution with exactly these parameters finished, nothing runs and its copy is returned;
     if it did not finish, it continues (as `run_notebook(resume=True)`); if there is none,
     a new one runs."""
-    source = resolve_notebook(name)
-    output_dir = runs_dir() / "notebooks" if output_dir is None else Path(output_dir)
-    latest = output_path_for(source, output_dir, suffix)
+    source, output_dir, latest = _locate(name, output_dir, suffix)
     params = merge_parameters(parameter_file, parameters)
     validate_parameters(source, params)
     execution = Execution.newest_with(output_dir, latest.stem, params)
@@ -262,6 +258,15 @@ def continue_notebook(
     execution.check_not_running()
     log.info("resuming %s", execution.folder)
     return _run_execution(source, execution, params, latest, **kw)
+
+
+def _locate(
+    name: str | Path, output_dir: Path | None, suffix: str | None
+) -> tuple[Path, Path, Path]:
+    """(the notebook, the executions folder (default runs/notebooks/), its latest copy)."""
+    source = resolve_notebook(name)
+    output_dir = runs_dir() / "notebooks" if output_dir is None else Path(output_dir)
+    return source, output_dir, output_path_for(source, output_dir, suffix)
 
 
 def _run_execution(

@@ -140,14 +140,12 @@ def plot_merged_receptive_fields(
     fine units' rows `fine_rows` (n, prod(shape)) and the coarse unit's row `coarse_rows`
     (n_c, prod(shape)) it became, reshaped to `shape` (e.g. (28, 28)); one symmetric colour
     range per row of panels."""
-    members = [m for m in coarse_members(assign) if len(m) == 2]
-    coarse_index = {tuple(m): c for c, m in enumerate(coarse_members(assign))}
-    shown = members[:max_pairs]
+    pairs = [(c, m) for c, m in enumerate(coarse_members(assign)) if len(m) == 2]
+    shown = pairs[:max_pairs]
     if not shown:
         raise ValueError("no two units were merged: nothing to show")
     fig, axes = plt.subplots(len(shown), 3, figsize=(6, 2 * len(shown)), squeeze=False)
-    for row, (i, j) in zip(axes, shown, strict=True):
-        c = coarse_index[(i, j)]
+    for row, (c, (i, j)) in zip(axes, shown, strict=True):
         images = [fine_rows[i], fine_rows[j], coarse_rows[c]]
         limit = float(max(image.abs().max() for image in images))
         for ax, image, label in zip(
