@@ -30,7 +30,13 @@ from mlw_lib.multilevel import (
     restrict_gradients,
     restrict_params,
 )
-from mlw_lib.multilevel.matching import max_pairs_for, mutual_best_pairs, similarity_matrix
+from mlw_lib.multilevel.matching import (
+    coarse_target,
+    max_pairs_for,
+    mutual_best_pairs,
+    narrowest_width,
+    similarity_matrix,
+)
 from mlw_lib.multilevel.objective import (
     Level,
     loss_gradient,
@@ -38,6 +44,7 @@ from mlw_lib.multilevel.objective import (
     objective_backward,
     objective_gradient,
 )
+from mlw_lib.multilevel.operators import GroupTransfer
 from mlw_lib.training import classification_loss
 
 CONVENTIONS = ["sum_avg", "avg_sum"]
@@ -97,7 +104,10 @@ def test_round_trip_on_a_whole_mlp(seed, convention):
 )
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("matching", ["mutual_best", "greedy"])
-def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, matching):
+@pytest.mark.parametrize("copies", [2, 4])
+def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, matching, copies):
+    """Every unit of a small net split into `copies` units (1 or 2 with copies=2; exactly 4,
+    found by two rounds of pairing at ratio 0.25, with copies=4)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     widths = [
@@ -105,8 +115,11 @@ def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, m
         for _ in range(int(torch.randint(1, 4, (1,), generator=g)))
     ]
     small = MLP(6, widths, 4, activation).double()
-    transfers = {f"hidden{i}": random_transfer(n, 2 * n, g) for i, n in enumerate(widths)}
-    fine = small.resized({f"hidden{i}": 2 * n for i, n in enumerate(widths)}).double()
+    transfers = {
+        f"hidden{i}": (random_transfer(n, 2 * n, g) if copies == 2 else four_copies_transfer(n, g))
+        for i, n in enumerate(widths)
+    }
+    fine = small.resized({f"hidden{i}": copies * n for i, n in enumerate(widths)}).double()
     fine_params = prolong(
         dict(small.named_parameters()), small.param_layout(), transfers, convention
     )
@@ -116,7 +129,9 @@ def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, m
     x = torch.randn(32, 6, generator=g, dtype=torch.float64)
     torch.testing.assert_close(fine(x), small(x), rtol=1e-9, atol=1e-9)  # exact construction
 
-    config = MultilevelConfig(levels=2, convention=convention, matching=matching, seed=seed)
+    config = MultilevelConfig(
+        levels=2, convention=convention, matching=matching, seed=seed, ratio=1 / copies
+    )
     transition = match_model(fine, config, level=0, seed=seed)
     coarse = build_model(fine, transition.coarse_sizes())
     assert coarse.group_sizes() == small.group_sizes()
@@ -127,6 +142,13 @@ def test_duplicate_unit_network_coarsens_exactly(convention, activation, seed, m
         for name, p in coarse.named_parameters():
             p.copy_(restricted[name])
     assert (coarse(x) - fine(x)).abs().max() <= 1e-5
+
+
+def four_copies_transfer(n_coarse: int, generator: torch.Generator) -> GroupTransfer:
+    """Every coarse unit split into exactly four fine units, in a random order."""
+    assign = torch.arange(n_coarse).repeat(4)[torch.randperm(4 * n_coarse, generator=generator)]
+    weights = torch.rand(4 * n_coarse, generator=generator, dtype=torch.float64) + 0.1
+    return GroupTransfer(assign, weights, n_coarse)
 
 
 # 3. first-order coherence --------------------------------------------------------------
@@ -272,7 +294,7 @@ def test_zero_coarse_steps_leave_fine_level_unchanged(convention, optimizer, lev
     seed=st.integers(0, 10_000),
     n=st.integers(1, 40),
     f=st.integers(1, 6),
-    ratio=st.floats(0.3, 0.95),
+    ratio=st.floats(0.5, 0.95),
     method=st.sampled_from(["mutual_best", "greedy"]),
     similarity=st.sampled_from(["cosine", "rbf"]),
 )
@@ -311,8 +333,35 @@ def reference_mutual_best(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, 
     return pairs
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 40),
+    ratio=st.floats(0.25, 0.4999),
+    method=st.sampled_from(["mutual_best", "greedy"]),
+)
+def test_two_rounds_merge_at_most_four_units_and_honour_the_ratio(seed, n, ratio, method):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, 4, generator=g) + 0.7 * torch.randn(1, 4, generator=g)
+    m = match_units(features, ratio, method, seed=seed)
+    counts = torch.bincount(m.assign, minlength=m.n_coarse)
+    assert counts.min() >= 1 and counts.max() <= 4
+    assert narrowest_width(n, ratio) <= m.n_coarse <= n
+    assert m.n_coarse >= coarse_target(n, ratio)  # never coarser than asked
+    once = match_units(features, 0.5, method, seed=seed)
+    assert m.n_coarse <= once.n_coarse  # the second round only merges further
+    assert torch.equal(match_units(features, ratio, method, seed=seed).assign, m.assign)
+
+
+def test_ratio_below_a_quarter_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"\[0.25, 1\).*add levels"):
+        match_units(torch.randn(8, 3), 0.2)
+    with pytest.raises(ValueError, match=r"ratio must be a finite number in \[0.25, 1\)"):
+        MultilevelConfig(ratio=0.2)
+
+
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(2, 48), ratio=st.floats(0.3, 0.95))
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 48), ratio=st.floats(0.5, 0.95))
 def test_mutual_best_matches_its_definition(seed, n, ratio):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(n, 5, generator=g) + 0.5 * torch.randn(1, 5, generator=g)

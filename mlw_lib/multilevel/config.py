@@ -8,7 +8,7 @@ from typing import Any
 
 from ..checks import choice, flag, integer, number
 from .batchnorm import BATCHNORM_MODES
-from .matching import MATCHING_METHODS, SIMILARITIES
+from .matching import MATCHING_METHODS, MIN_RATIO, SIMILARITIES
 from .state import STATE_TRANSFER
 from .tau import TAU_MODES
 from .transfer import CONVENTIONS
@@ -28,7 +28,8 @@ class MultilevelConfig:
     convention: str = "sum_avg"  # transfer convention: "sum_avg" or "avg_sum"
     matching: str = "mutual_best"  # "mutual_best" (deterministic) or "greedy" (seeded HEM)
     similarity: str = "cosine"  # "cosine" or "rbf"
-    ratio: float = 0.5  # target n_coarse / n_fine per transition, in (0, 1)
+    ratio: float = 0.5  # target n_coarse / n_fine per transition, in [0.25, 1); below 0.5 a
+    # second round of pairing merges up to four fine units into one coarse unit
     unit_weights: str = "norm"  # omega_i = ||feature_i|| ("norm") or 1 ("uniform")
     rematch_every: int = 10  # re-match every M cycles; in between reuse A, recompute omega
     batches_per_phase: int = 1  # k minibatches per smoothing phase
@@ -104,7 +105,7 @@ class MultilevelConfig:
         choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         for name in ("recalibrate_fine", "monitor_corrections", "correction_search"):
             flag(name, getattr(self, name))
-        number("ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
+        number("ratio", self.ratio, MIN_RATIO, 1.0, open_high=True)
         for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
             integer(name, getattr(self, name), 1)
         for name in (

@@ -8,7 +8,7 @@ import torch
 
 from .config import MultilevelConfig
 from .groups import WidthModel
-from .matching import Matching, match_units, max_pairs_for
+from .matching import Matching, match_units, narrowest_width
 from .operators import GroupTransfer
 
 
@@ -119,7 +119,7 @@ def check_depth(sizes: dict[str, int], levels: int, ratio: float) -> None:
     for group, width in sizes.items():
         n = width
         for level in range(1, levels):
-            coarser = n - max_pairs_for(n, ratio)
+            coarser = narrowest_width(n, ratio)
             if coarser == n:
                 raise CoarseningError(
                     f"{levels} levels ask for {levels - 1} coarsenings of group {group!r} "

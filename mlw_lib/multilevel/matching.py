@@ -1,8 +1,10 @@
 """Heavy-edge matching of units on a similarity graph (DESIGN.md §4.2).
 
-Units are paired (never more than two per coarse unit); pairs with similarity <= 0 are never
-formed; a target ratio n_coarse / n_fine in (0, 1) caps the number of pairs at
-floor(n_fine * (1 - ratio)) (at most n_fine // 2). Unpaired units stay singletons.
+Units are paired; pairs with similarity <= 0 are never formed; a target ratio
+n_coarse / n_fine caps the merging at n_coarse >= n_fine - floor(n_fine * (1 - ratio)).
+Unpaired units stay singletons. A ratio >= 0.5 is one round of pairing (at most n_fine // 2
+pairs); a ratio in [0.25, 0.5) adds a second round that pairs the coarse units of the first
+(their features summed), so a coarse unit holds up to four fine units.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 MATCHING_METHODS = ("mutual_best", "greedy")
+MIN_RATIO = 0.25  # two rounds of pairing: coarse units of up to four fine units
 SIMILARITIES = ("cosine", "rbf")
 
 
@@ -22,7 +25,7 @@ class Matching:
 
     assign: torch.Tensor
     n_coarse: int
-    pairs: torch.Tensor  # (n_pairs, 2) fine indices
+    pairs: torch.Tensor  # (n_pairs, 2) fine indices paired in the first round
 
     @property
     def n_fine(self) -> int:
@@ -54,11 +57,38 @@ def similarity_matrix(features: torch.Tensor, kind: str = "cosine") -> torch.Ten
     return sim
 
 
+def check_ratio(ratio: float) -> None:
+    """ValueError unless `ratio` lies in [MIN_RATIO, 1)."""
+    if not MIN_RATIO <= ratio < 1.0:
+        raise ValueError(
+            f"coarsening ratio must lie in [{MIN_RATIO}, 1) (a coarse unit holds at most four "
+            f"fine units), got {ratio}; for stronger coarsening add levels"
+        )
+
+
+def coarse_target(n_fine: int, ratio: float) -> int:
+    """The width `ratio` asks for: n_fine - floor(n_fine * (1 - ratio))."""
+    check_ratio(ratio)
+    return n_fine - int(np.floor(n_fine * (1.0 - ratio) + 1e-9))
+
+
+def narrowest_width(n_fine: int, ratio: float) -> int:
+    """The coarse width a matching reaches when it finds every pair it looks for."""
+    n = n_fine
+    for _ in range(pairing_rounds(ratio)):
+        n -= min(n // 2, n - coarse_target(n_fine, ratio))
+    return max(n, coarse_target(n_fine, ratio))
+
+
+def pairing_rounds(ratio: float) -> int:
+    """1 for ratio >= 0.5, else 2 (groups of up to four units)."""
+    check_ratio(ratio)
+    return 1 if ratio >= 0.5 else 2
+
+
 def max_pairs_for(n_fine: int, ratio: float) -> int:
-    """Pairs needed to reach `ratio` = n_coarse / n_fine, capped at n_fine // 2."""
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"coarsening ratio must lie in (0, 1), got {ratio}")
-    return min(n_fine // 2, int(np.floor(n_fine * (1.0 - ratio) + 1e-9)))
+    """Pairs the first round may form: enough for `ratio`, capped at n_fine // 2."""
+    return min(n_fine // 2, n_fine - coarse_target(n_fine, ratio))
 
 
 def mutual_best_pairs(sim: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
@@ -139,20 +169,34 @@ def match_units(
     similarity: str = "cosine",
     seed: int = 0,
 ) -> Matching:
-    """Match the units whose feature vectors are the rows of `features` (n, f)."""
+    """Match the units whose feature vectors are the rows of `features` (n, f): one round of
+    pairing, or two when `ratio` < 0.5 (the second pairs the first's coarse units, each
+    described by the sum of its members' features)."""
     if method not in MATCHING_METHODS:
         raise ValueError(f"unknown matching method {method!r}; choose one of {MATCHING_METHODS}")
     n = features.shape[0]
-    max_pairs = max_pairs_for(n, ratio)
-    sim = similarity_matrix(features, similarity)
-    pairs = (
-        mutual_best_pairs(sim, max_pairs)
-        if method == "mutual_best"
-        else greedy_pairs(sim, max_pairs, seed)
-    )
-    assign, n_coarse = assignment_from_pairs(n, pairs)
-    pair_tensor = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
-    return Matching(assign.to(features.device), n_coarse, pair_tensor)
+    target = coarse_target(n, ratio)
+    assign = torch.arange(n, device=features.device)
+    current, width, first_pairs = features, n, None
+    for round_index in range(pairing_rounds(ratio)):
+        max_pairs = min(width // 2, width - target)
+        sim = similarity_matrix(current, similarity)
+        pairs = (
+            mutual_best_pairs(sim, max_pairs)
+            if method == "mutual_best"
+            else greedy_pairs(sim, max_pairs, seed + round_index)
+        )
+        step, width_after = assignment_from_pairs(width, pairs)
+        step = step.to(features.device)
+        first_pairs = pairs if first_pairs is None else first_pairs
+        assign = step.index_select(0, assign)
+        current = current.new_zeros(width_after, current.shape[1]).index_add_(0, step, current)
+        if width_after == width or width_after <= target:
+            width = width_after
+            break
+        width = width_after
+    pair_tensor = torch.tensor(first_pairs, dtype=torch.int64).reshape(-1, 2)
+    return Matching(assign, width, pair_tensor)
 
 
 def merge_counts(assignments: list[torch.Tensor]) -> torch.Tensor:
