@@ -109,6 +109,22 @@ def test_fresh_coarse_batches_differ_from_the_tau_batches():
     pre, coarse = recorded("reuse", coarse_batches_per_phase=4)  # the tau batches, then fresh
     assert len(coarse) == 4 and all(torch.equal(a, b) for a, b in zip(pre, coarse[:2], strict=True))
     assert not any(torch.equal(a, b) for a in pre for b in coarse[2:])
+    pre, coarse = recorded("reuse", coarse_batch_multiple=2)  # both tau batches, then 2 fresh
+    assert [len(b) for b in coarse] == [2 * len(pre[0])] * 2
+    assert torch.equal(coarse[0], torch.cat(pre))
+
+
+def test_a_coarse_batch_multiple_is_charged_as_that_many_minibatches():
+    x, y = toy_data(160, 8, 3, seed=7)
+    work = []
+    for multiple in (1, 3):
+        config = MultilevelConfig(levels=2, batches_per_phase=2, coarse_batch_multiple=multiple)
+        torch.manual_seed(0)  # the same net, matching and coarse widths for both
+        cycle = make_cycle(MLP(8, [12, 8], 3).double(), config, x, y)
+        cycle.run_cycle()
+        assert cycle.steps == [4, 2]  # one step per joined batch
+        work.append(cycle.meter.work_by_phase["coarse"])
+    assert work[1] == pytest.approx(3 * work[0])
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,10 @@ def test_resume_of_a_missing_checkpoint_is_an_error(tmp_path, refusals):
         ('MultilevelConfig(convention="sum_sum")', "unknown convention"),
         ('MultilevelConfig(cycle="X")', "unknown cycle"),
         ("MultilevelConfig(ratio=1.0)", r"ratio must be a finite number in \[0.25, 1\)"),
+        (
+            "MultilevelConfig(coarse_batch_multiple=0)",
+            r"coarse_batch_multiple must be a positive integer, got 0",
+        ),
         ("MultilevelConfig(ratio=0.0)", r"ratio must be a finite number in \[0.25, 1\)"),
         ("MultilevelConfig(levels=0)", "levels must be a positive integer"),
         ('TrainConfig(optimizer="lbfgs")', "unknown optimizer"),

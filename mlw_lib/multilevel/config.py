@@ -39,6 +39,8 @@ class MultilevelConfig:
     coarse_batches_per_phase: int = 0  # minibatches per phase on coarse levels (0: k); more
     # than k: the tau batches, then fresh ones
     coarse_passes: int = 0  # passes on the coarsest level per visit (0: nu_pre)
+    coarse_batch_multiple: int = 1  # a coarse step takes this many minibatches at once (a
+    # batch m times larger, charged m times the work of one)
     tau: str = "cycle"  # "none", "cycle" (one per cycle), "minibatch" or "last_step" (near-free)
     tau_scale: float = 1.0  # s; 0 behaves like "none"
     correction_damping: float = 1.0  # alpha in x <- x + alpha P(x_c - x_c0)
@@ -106,7 +108,7 @@ class MultilevelConfig:
         for name in ("recalibrate_fine", "monitor_corrections", "correction_search"):
             flag(name, getattr(self, name))
         number("ratio", self.ratio, MIN_RATIO, 1.0, open_high=True)
-        for name in ("rematch_every", "batches_per_phase", "fmg_cycles"):
+        for name in ("rematch_every", "batches_per_phase", "fmg_cycles", "coarse_batch_multiple"):
             integer(name, getattr(self, name), 1)
         for name in (
             "model_level",

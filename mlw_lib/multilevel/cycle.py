@@ -13,7 +13,8 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
                       gradient that step took)
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are B,
                       or fresh ones with coarse_batches="fresh"; coarse_batches_per_phase
-                      of them, and coarse_passes passes on the coarsest level)
+                      of them, and coarse_passes passes on the coarsest level; every
+                      coarse_batch_multiple of them joined into one larger batch)
         correct:      x_l += alpha P(x_c - x_c0),  m_l += beta P(m_c - m_c0)
                       (optionally recalibrate the fine BatchNorm statistics on B;
                       monitor_corrections: the loss on a held-out batch before and after;
@@ -162,17 +163,28 @@ class FASCycle:
 
     def _batches(self, inherited: Sequence[tuple] | None, l: int) -> list[tuple]:
         """Level l's minibatches for one phase: k (`coarse_batches_per_phase` on a coarse
-        level), led by the parent's tau batches when coarse steps reuse them, fresh else."""
+        level), led by the parent's tau batches when coarse steps reuse them, fresh else; on
+        a coarse level every `coarse_batch_multiple` of them are joined into one batch."""
         count = self.config.batches_per_phase
         if l > 0 and self.config.coarse_batches_per_phase:
             count = self.config.coarse_batches_per_phase
+        multiple = self._batch_multiple(l)
+        count *= multiple
         reused = []
         if inherited is not None and self.config.coarse_batches == "reuse":
             reused = list(inherited)[:count]
-        if len(reused) == count:
-            return reused
         with self.meter.phase("data"):
-            return reused + [self.next_batch() for _ in range(count - len(reused))]
+            drawn = reused + [self.next_batch() for _ in range(count - len(reused))]
+            if multiple == 1:
+                return drawn
+            return [
+                tuple(torch.cat(parts) for parts in zip(*drawn[i : i + multiple], strict=True))
+                for i in range(0, count, multiple)
+            ]
+
+    def _batch_multiple(self, l: int) -> int:
+        """Minibatches per optimizer step on level l: 1 on the fine level."""
+        return self.config.coarse_batch_multiple if l > 0 else 1
 
     def _smooth(
         self, level: Level, batches: Sequence[tuple], passes: int, keep_last: bool = False
@@ -193,7 +205,7 @@ class FASCycle:
                         level.last_step = (batch, self._gradient_copy(level))
                     level.optimizer.step()
                     level.record_loss(plain)
-                    self.meter.charge(level.work, phase)
+                    self.meter.charge(level.work * self._batch_multiple(level.index), phase)
                     self.steps[level.index] += 1
         if level.loss_sum is not None and not bool(torch.isfinite(level.loss_sum)):
             raise NonFiniteLossError(f"non-finite loss on level {level.index}", level.index)
