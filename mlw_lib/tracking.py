@@ -271,6 +271,16 @@ def log_correction_gains(corrections: Sequence[Mapping[str, Any]]) -> None:
         log_history(pd.DataFrame(gains), step_column="cycle")
 
 
+def log_switches(switches: Sequence[Mapping[str, Any]]) -> None:
+    """Where coarse-first training left each coarse level: metric
+    `coarse_first_switch_level<l>` (the work in WU at the switch) and a tag of that name
+    saying why ("stalled": adaptive switching; "budget": its share was spent)."""
+    for switch in switches:
+        name = f"coarse_first_switch_level{switch['level']}"
+        mlflow.log_metric(name, switch["work_units"])
+        mlflow.set_tag(name, switch["reason"])
+
+
 def log_checkpoint(
     state: Mapping[str, Any],
     config: Mapping[str, Any],

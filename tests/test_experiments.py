@@ -191,3 +191,25 @@ def test_compare_logs_the_gain_of_every_correction_by_cycle(tmp_path, monkeypatc
     assert sorted((m.step, m.value) for m in logged) == [
         (c["cycle"], pytest.approx(c["after"] - c["before"])) for c in corrections
     ]
+
+
+def test_compare_logs_where_coarse_first_switched_levels_and_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLW_MLFLOW_DIR", str(tmp_path / "store"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data, extra = toy_dataset(), toy_dataset(seed=5, n=64)
+    data = SimpleNamespace(**vars(data), x_val=extra.x_train, y_val=extra.y_train)
+    adaptive = MultilevelConfig(levels=3, coarse_first=0.5, switch_threshold=0.9, switch_every=2)
+    config = TrainConfig(epochs=1.0, batch_size=32, lr=[0.05, 0.05, 0.05])
+    with tracking.notebook_run("toy", log_environment=False) as parent:
+        comparison = compare(lambda: MLP(12, [16, 8], 4), data, config, {"CF": adaptive}, [0])
+    (child,) = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        experiment_ids=[parent.info.experiment_id],
+    )["run_id"]
+    logged = mlflow.MlflowClient().get_run(child).data
+    switches = comparison.results[("CF", 0)].cycle.switches
+    assert [s["level"] for s in switches] == [2, 1]
+    for switch in switches:
+        name = f"coarse_first_switch_level{switch['level']}"
+        assert logged.metrics[name] == pytest.approx(switch["work_units"])
+        assert logged.tags[name] == switch["reason"]

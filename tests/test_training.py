@@ -441,7 +441,68 @@ def test_a_run_interrupted_during_coarse_first_resumes_to_the_same_metrics(tmp_p
     assert resumed[METRICS].equals(full[METRICS])
 
 
+@pytest.mark.parametrize(("threshold", "reason"), [(0.5, "stalled"), (0.0, "budget")])
+def test_adaptive_switching_moves_up_when_the_rate_falls_and_passes_the_budget_on(
+    monkeypatch, threshold, reason
+):
+    x, y = toy_data(64, 12, 4, seed=3)
+    config = MultilevelConfig(
+        levels=3, coarse_first=0.5, switch_threshold=threshold, switch_every=2
+    )
+    cycle = make_cycle(MLP(12, [16, 8], 4).double(), config, x, y)
+    cycle.monitor_batch = (x[:8], y[:8])
+    losses = iter([1.0, 0.5, 0.45])  # probes after phases 2, 4, 6: the rate drops to a tenth
+    monkeypatch.setattr(cycle, "_monitor_loss", lambda level: next(losses))
+    cycle.coarse_first_work = 1e9
+    cycle.run_cycle()  # builds the coarse levels: now their work per step is known
+    work = cycle.levels[2].work
+    if not threshold:
+        cycle.coarse_first_work = 2 * 6 * work  # the coarsest level's share: 6 steps
+    for phase in range(2, 7):
+        assert not cycle.switches, phase
+        cycle.run_cycle()
+    [switch] = cycle.switches
+    assert (switch["level"], switch["reason"]) == (2, reason)
+    assert switch["spent"] == pytest.approx(6 * work) and cycle.coarse_root == 1
+    if threshold:  # what the coarsest level did not spend goes to the next one
+        assert cycle.coarse_carry == pytest.approx(1e9 / 2 - 6 * work)
+    else:  # fixed shares never probe the loss
+        assert cycle.coarse_carry == pytest.approx(0.0) and next(losses) == 1.0
+
+
+def test_adaptive_switching_is_recorded_logged_and_resumable(tmp_path, monkeypatch):
+    config = TrainConfig(epochs=4.0, batch_size=32, lr=[0.05, 0.05, 0.05], eval_every=0.25)
+    multilevel = MultilevelConfig(levels=3, coarse_first=0.5, switch_threshold=0.9, switch_every=2)
+
+    def run(**kw):
+        seed_everything(0)
+        return train(MLP(12, [16, 8], 4), _with_validation(), config, multilevel, **kw)
+
+    full = run()
+    assert [s["level"] for s in full.cycle.switches] == [2, 1]
+    assert full.meter.breakdown()["monitor"] > 0
+    path, run_cycle, calls = tmp_path / "ckpt.pt", FASCycle.run_cycle, [0]
+
+    def interrupted(self):
+        calls[0] += 1
+        if calls[0] == 8:  # on level 1, after a checkpoint written mid-stage
+            raise KeyboardInterrupt
+        run_cycle(self)
+
+    monkeypatch.setattr(FASCycle, "run_cycle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint_path=path)
+    monkeypatch.setattr(FASCycle, "run_cycle", run_cycle)
+    saved = load_checkpoint(path)["multilevel"]
+    assert saved["coarse_first"]["root"] == 1 and len(saved["switches"]) == 1
+    resumed = run(checkpoint_path=path, resume=True)
+    assert resumed.history[METRICS].equals(full.history[METRICS])
+    assert resumed.cycle.switches == full.cycle.switches
+
+
 def test_coarse_first_needs_coarse_levels_and_is_not_an_f_cycle():
     for fields in (dict(levels=1), dict(levels=2, cycle="F")):
         with pytest.raises(ValueError, match="coarse_first needs coarse levels"):
             MultilevelConfig(coarse_first=0.3, **fields)
+    with pytest.raises(ValueError, match="coarse_first is 0; set coarse_first"):
+        MultilevelConfig(levels=2, switch_threshold=0.5)

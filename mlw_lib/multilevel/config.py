@@ -63,6 +63,12 @@ class MultilevelConfig:
     # "cycles" (the cycle above) or "fine" (plain training of the fine net).
     coarse_first: float = 0.0
     coarse_first_then: str = "cycles"
+    # Adaptive level switching within coarse-first: every `switch_every` phases, the loss on
+    # the held-out monitor batch; a level hands over to the finer one early when its loss
+    # decrease per WU falls below `switch_threshold` times the rate it started with (its
+    # unspent share of the budget goes to the finer level); 0: fixed equal shares.
+    switch_threshold: float = 0.0
+    switch_every: int = 10
     prolong_blend: float = 1.0  # prolonging a coarse solution: x <- (1 - a) x + a (P x_c + noise)
     seed: int = 0  # seed of greedy matching and F-cycle noise
     model_level: int = 0  # the level whose net is the model of interest: 0 = the fine net;
@@ -102,13 +108,20 @@ class MultilevelConfig:
         choice("coarse_first_then", self.coarse_first_then, COARSE_FIRST_THEN)
         number("coarse_first", self.coarse_first, 0.0, 1.0, open_high=True)
         number("prolong_blend", self.prolong_blend, 0.0, 1.0)
+        number("switch_threshold", self.switch_threshold, 0.0, 1.0, open_high=True)
         choice("tau", self.tau, TAU_MODES)
         choice("state_transfer", self.state_transfer, STATE_TRANSFER)
         choice("batchnorm", self.batchnorm, BATCHNORM_MODES)
         for name in ("recalibrate_fine", "monitor_corrections", "correction_search"):
             flag(name, getattr(self, name))
         number("ratio", self.ratio, MIN_RATIO, 1.0, open_high=True)
-        for name in ("rematch_every", "batches_per_phase", "fmg_cycles", "coarse_batch_multiple"):
+        for name in (
+            "rematch_every",
+            "batches_per_phase",
+            "fmg_cycles",
+            "coarse_batch_multiple",
+            "switch_every",
+        ):
             integer(name, getattr(self, name), 1)
         for name in (
             "model_level",
@@ -131,6 +144,11 @@ class MultilevelConfig:
                 f"coarse_first needs coarse levels to train first and is a nested iteration of "
                 f"its own; got levels={self.levels}, cycle={self.cycle!r} (use levels >= 2 and "
                 "cycle 'V' or 'W')"
+            )
+        if self.switch_threshold and not self.coarse_first:
+            raise ValueError(
+                "switch_threshold decides when coarse-first training moves up a level, but "
+                "coarse_first is 0; set coarse_first to the largest budget fraction to spend"
             )
         if self.model_level >= self.levels:
             raise ValueError(

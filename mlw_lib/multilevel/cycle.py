@@ -129,6 +129,13 @@ class FASCycle:
         self.coarse_first_work = 0.0
         self.coarse_root: int | None = None
         self.coarse_spent = 0.0
+        # Adaptive switching: budget carried up from levels that stalled, the phases and the
+        # last (loss, WU) probe on the current level, its first rate; one entry per switch.
+        self.coarse_carry = 0.0
+        self.coarse_phases = 0
+        self._probe: tuple[float, float] | None = None
+        self._first_rate: float | None = None
+        self.switches: list[dict] = []
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
@@ -378,10 +385,40 @@ class FASCycle:
         before = self.meter.work_units
         self._smooth(level, self._batches(None, self.coarse_root), 1)
         self.coarse_spent += self.meter.work_units - before
-        if self.coarse_spent >= self.coarse_first_work / (self.config.levels - 1) - 1e-9:
+        self.coarse_phases += 1
+        share = self.coarse_first_work / (self.config.levels - 1) + self.coarse_carry
+        stalled = self._stalled(level)
+        if stalled or self.coarse_spent >= share - 1e-9:
+            self.switches.append(
+                {
+                    "level": self.coarse_root,
+                    "work_units": self.meter.work_units,
+                    "spent": self.coarse_spent,
+                    "reason": "stalled" if stalled else "budget",
+                }
+            )
+            self.coarse_carry = max(share - self.coarse_spent, 0.0)
             generator = torch.Generator().manual_seed(self.config.seed + self.coarse_root)
             self._prolong_solution(self.coarse_root, generator)
-            self.coarse_root, self.coarse_spent = self.coarse_root - 1, 0.0
+            self.coarse_root, self.coarse_spent, self.coarse_phases = self.coarse_root - 1, 0.0, 0
+            self._probe, self._first_rate = None, None
+
+    def _stalled(self, level: Level) -> bool:
+        """Adaptive switching: every `switch_every` phases, whether the monitor loss fell per
+        WU since the last probe by less than `switch_threshold` times the first such rate."""
+        if not self.config.switch_threshold or self.coarse_phases % self.config.switch_every:
+            return False
+        loss = self._monitor_loss(level)
+        if loss is None:
+            raise ValueError("switch_threshold needs a monitor batch (a validation split)")
+        probe, self._probe = self._probe, (loss, self.meter.work_units)
+        if probe is None:
+            return False
+        rate = (probe[0] - loss) / max(self.meter.work_units - probe[1], 1e-12)
+        if self._first_rate is None:
+            self._first_rate = rate
+            return rate <= 0
+        return rate < self.config.switch_threshold * self._first_rate
 
     def _prolong_solution(self, coarse_index: int, generator: torch.Generator) -> None:
         """x_f <- (1 - a) x_f + a (P x_c + noise) with a = `prolong_blend`; fine optimizer
@@ -415,6 +452,7 @@ class FASCycle:
             "steps": list(self.steps),
             "corrections": self.corrections,
             "coarse_first": self._coarse_first_state(),
+            "switches": self.switches,
         }
 
     def _coarse_first_state(self) -> dict | None:
@@ -426,7 +464,15 @@ class FASCycle:
             {"model": level.model.state_dict(), "optimizer": level.optimizer.state_dict()}
             for level in self.levels[1:]
         ]
-        return {"root": self.coarse_root, "spent": self.coarse_spent, "levels": levels}
+        return {
+            "root": self.coarse_root,
+            "spent": self.coarse_spent,
+            "levels": levels,
+            "carry": self.coarse_carry,
+            "phases": self.coarse_phases,
+            "probe": self._probe,
+            "first_rate": self._first_rate,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore operators and counters (coarse models are rebuilt from the sizes)."""
@@ -447,6 +493,12 @@ class FASCycle:
         stage = state.get("coarse_first")
         self.coarse_root = None if stage is None else stage["root"]
         self.coarse_spent = 0.0 if stage is None else stage.get("spent", 0.0)
-        for level, saved in zip(self.levels[1:], (stage or {}).get("levels", []), strict=False):
+        stage_or_none = stage or {}
+        self.coarse_carry = stage_or_none.get("carry", 0.0)
+        self.coarse_phases = stage_or_none.get("phases", 0)
+        self._probe = stage_or_none.get("probe")
+        self._first_rate = stage_or_none.get("first_rate")
+        self.switches = list(state.get("switches", []))
+        for level, saved in zip(self.levels[1:], stage_or_none.get("levels", []), strict=False):
             level.model.load_state_dict(saved["model"])
             level.optimizer.load_state_dict(saved["optimizer"])

@@ -226,7 +226,11 @@ def train(
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
     fas.coarse_first_work = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
-    if multilevel.monitor_corrections or multilevel.correction_search:
+    if (
+        multilevel.monitor_corrections
+        or multilevel.correction_search
+        or multilevel.switch_threshold
+    ):
         fas.monitor_batch = monitor_batch(data, config, device)
     calibration = calibration_batches(x_train, y_train, config.batch_size)
 
@@ -328,11 +332,12 @@ def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> 
 
 
 def monitor_batch(data, config: TrainConfig, device: torch.device) -> tuple:
-    """The first minibatch of the validation split: `monitor_corrections` and
-    `correction_search` measure on it."""
+    """The first minibatch of the validation split: `monitor_corrections`,
+    `correction_search` and `switch_threshold` measure on it."""
     if getattr(data, "x_val", None) is None:
         raise ValueError(
-            "monitor_corrections and correction_search need a validation split to measure on; "
+            "monitor_corrections, correction_search and switch_threshold need a validation "
+            "split to measure on; "
             "hold one out of the training data with data = data.hold_out(n)"
         )
     x, y = data.x_val[: config.batch_size], data.y_val[: config.batch_size]
