@@ -1,7 +1,8 @@
 """mlw: multilevel-in-width training (FAS over network width), Jupyter-first.
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
-`mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.baselines`, `mlw.tracking`,
+`mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.tasks`, `mlw.variants`,
+`mlw.baselines`, `mlw.tracking`,
 `mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is
 imported on first access, so `import mlw_lib` and `python -m mlw_lib list` do not pay for
 torch, MLflow, papermill or seaborn.
@@ -24,8 +25,10 @@ __all__ = [
     "notebooks",
     "paths",
     "reproducibility",
+    "tasks",
     "tracking",
     "training",
+    "variants",
     "viz",
 ]
 

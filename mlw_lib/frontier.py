@@ -120,3 +120,34 @@ def frontier_methods(fractions: Sequence[float] = FRONTIER_FRACTIONS) -> dict[st
     if 1 not in fractions:
         raise ValueError(f"the frontier needs the full budget (1.0) among {list(fractions)}")
     return {budget_name(f): float(f) for f in fractions}
+
+
+def diagnostics(history: pd.DataFrame) -> pd.DataFrame:
+    """Per method (mean over seeds of the final evaluations): the share of optimizer steps on
+    each level, tau's share of the wall-clock (its gradient passes and its assembly), and
+    the mean correction gain over the run (held-out loss after - before a correction; < 0
+    helps; NaN without `monitor_corrections`)."""
+    final = final_rows(history)
+    steps = sorted(c for c in final.columns if c.startswith("level") and c.endswith("_steps"))
+    total = final[steps].fillna(0).sum(axis=1).replace(0, np.nan)
+    table = pd.DataFrame({"method": final["method"]})
+    for column in steps:
+        table[f"{column.removesuffix('_steps')} step share"] = final[column].fillna(0) / total
+    tau = [c for c in ("time_tau_gradient", "time_tau") if c in final]
+    table["tau share of wall-clock"] = final[tau].sum(axis=1) / final["wall_time"]
+    gains = history.groupby(["method", "seed"], sort=False)
+    table["mean correction gain"] = (
+        gains["correction_gain"].mean().to_numpy() if "correction_gain" in history else np.nan
+    )
+    return table.groupby("method", sort=False).mean()
+
+
+def time_to_target_table(history: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per method: how many seeds reached `target`, and the mean and std over those seeds of
+    the wall-clock (s) and the work (WU) at which they did."""
+    reached = time_to_target(history, target)
+    grouped = reached.groupby("method", sort=False)
+    table = grouped[["wall_time", "work_units"]].agg(["mean", "std"])
+    table.columns = [f"{clock} {stat}" for clock, stat in table.columns]
+    counts = grouped["wall_time"].agg(lambda t: f"{int(t.notna().sum())}/{len(t)}")
+    return table.assign(seeds_reaching_target=counts)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from helpers import toy_dataset
 
 from mlw_lib.experiments import compare
-from mlw_lib.frontier import frontier, frontier_methods, time_to_target, wins
+from mlw_lib.frontier import (
+    diagnostics,
+    frontier,
+    frontier_methods,
+    time_to_target,
+    time_to_target_table,
+    wins,
+)
 from mlw_lib.models import MLP
 from mlw_lib.multilevel import MultilevelConfig
 from mlw_lib.training import TrainConfig
+from mlw_lib.viz import plot_frontier
 
 
 def history(curves: dict[str, list[tuple[float, float]]], seeds=(0, 1)) -> pd.DataFrame:
@@ -93,3 +102,62 @@ def test_compare_gives_a_budgeted_method_its_fraction_of_the_work():
             [0],
             budgets={"single-level": 1.5},
         )
+
+
+def test_time_to_target_table_counts_the_seeds_and_averages_those_that_reached_it():
+    frame = pd.concat(
+        [
+            history({"a": [(10, 0.5), (20, 0.9)]}, seeds=(0,)),
+            history({"a": [(10, 0.5), (40, 0.9)]}, seeds=(1,)),
+            history({"a": [(10, 0.5), (40, 0.6)]}, seeds=(2,)),
+        ]
+    )
+    row = time_to_target_table(frame, 0.7).loc["a"]
+    assert row["seeds_reaching_target"] == "2/3"
+    assert row["wall_time mean"] == pytest.approx((15 + 25) / 2)  # halfway to 0.9 in each
+    assert row["work_units mean"] == pytest.approx(200.0)
+
+
+def test_diagnostics_give_step_shares_tau_share_and_the_mean_correction_gain():
+    frame = pd.DataFrame(
+        {
+            "method": ["m"] * 4,
+            "seed": [0, 0, 1, 1],
+            "wall_time": [5.0, 10.0, 5.0, 20.0],
+            "time_tau_gradient": [0.0, 1.0, 0.0, 2.0],
+            "time_tau": [0.0, 1.0, 0.0, 0.0],
+            "level0_steps": [2, 6, 2, 6],
+            "level1_steps": [1, 2, 1, 6],
+            "correction_gain": [-0.2, -0.4, 0.1, 0.1],
+        }
+    )
+    row = diagnostics(frame).loc["m"]
+    assert row["level0 step share"] == pytest.approx((6 / 8 + 6 / 12) / 2)
+    assert row["level1 step share"] == pytest.approx((2 / 8 + 6 / 12) / 2)
+    assert row["tau share of wall-clock"] == pytest.approx((2 / 10 + 2 / 20) / 2)
+    assert row["mean correction gain"] == pytest.approx((-0.3 + 0.1) / 2)
+    plain = diagnostics(frame.drop(columns="correction_gain")).loc["m"]
+    assert math.isnan(plain["mean correction gain"])
+
+
+def test_plot_frontier_draws_the_frontier_points_the_target_and_the_time_limit():
+    fractions = {"single-level": 1.0, "single-level, 0.5 budget": 0.5}
+    frame = history(
+        {
+            "single-level": [(0, 0.1), (50, 0.80), (100, 0.90)],
+            "single-level, 0.5 budget": [(0, 0.1), (25, 0.80), (50, 0.86)],
+            "fast": [(0, 0.1), (60, 0.90), (80, 0.91)],
+        }
+    )
+    fig = plot_frontier(frame, fractions, target=0.9)
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "fast" in labels and "single-level" in labels
+    assert "single-level, 0.5 budget" not in labels  # a frontier run is drawn as its point
+    frontier_line = next(line for line in ax.lines if line.get_linestyle() == "--")
+    assert list(frontier_line.get_xdata()) == [50, 100]
+    assert list(frontier_line.get_ydata()) == pytest.approx([0.86, 0.90])
+    levels = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+    limits = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "-."]
+    assert levels == [0.9] and limits == [pytest.approx(70.0)]
+    plt.close(fig)

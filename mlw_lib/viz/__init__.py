@@ -19,6 +19,7 @@ from mlw_lib.viz.curves import (
 )
 from mlw_lib.viz.feature_maps import feature_maps, first_normalized_layer, plot_merged_channels
 from mlw_lib.viz.figures import markdown_table, save_figure, save_results
+from mlw_lib.viz.frontier import plot_frontier
 from mlw_lib.viz.hierarchy import hierarchy_frame, plot_hierarchy_widths
 from mlw_lib.viz.matching import (
     plot_level_knowledge,
@@ -54,6 +55,7 @@ __all__ = [
     "hierarchy_frame",
     "is_single_level",
     "method_palette",
+    "plot_frontier",
     "plot_hierarchy_widths",
     "plot_level_knowledge",
     "plot_matching_graph",
