@@ -65,8 +65,8 @@ def test_train_config_refuses_bad_fields(fields: dict, message: str, refusals) -
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"ratio": "0.5"}, "ratio must be a finite number in (0, 1), got '0.5'"),
-        ({"ratio": math.nan}, "ratio must be a finite number in (0, 1), got nan"),
+        ({"ratio": "0.5"}, "ratio must be a finite number in [0.25, 1), got '0.5'"),
+        ({"ratio": math.nan}, "ratio must be a finite number in [0.25, 1), got nan"),
         ({"tau_scale": math.inf}, "tau_scale must be a finite number in [0, inf], got inf"),
         ({"correction_damping": -0.5}, "correction_damping must be a finite number in [0, inf]"),
         ({"seed": -3}, "seed must be a non-negative integer, got -3"),
