@@ -218,7 +218,7 @@ def compare(
                 mlflow.log_metrics(load.record())
                 tracking.log_history(history)
                 tracking.log_correction_gains(result.cycle.corrections)
-                tracking.log_switches(result.cycle.switches)
+                tracking.log_switches(result.cycle.coarse_stage.switches)
                 if log_checkpoints:
                     tracking.log_checkpoint(
                         result.model.state_dict(), {"model": getattr(model, "config", {}), **params}

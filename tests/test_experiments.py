@@ -207,7 +207,7 @@ def test_compare_logs_where_coarse_first_switched_levels_and_why(tmp_path, monke
         experiment_ids=[parent.info.experiment_id],
     )["run_id"]
     logged = mlflow.MlflowClient().get_run(child).data
-    switches = comparison.results[("CF", 0)].cycle.switches
+    switches = comparison.results[("CF", 0)].cycle.coarse_stage.switches
     assert [s["level"] for s in switches] == [2, 1]
     for switch in switches:
         name = f"coarse_first_switch_level{switch['level']}"

@@ -396,7 +396,7 @@ def test_coarse_first_spends_its_share_of_the_budget_on_each_coarse_level_coarse
     for spent in coarse:  # half the budget, split equally; a phase (one step) may overshoot
         assert budget / 4 <= spent < budget / 4 + works[1] + 1e-9
     assert last["level0_steps"] == pytest.approx(budget - sum(coarse), abs=1)  # then fine only
-    assert result.cycle.coarse_root == 0 and not result.cycle.corrections
+    assert result.cycle.coarse_stage.root == 0 and not result.cycle.corrections
     cycles = _run(MultilevelConfig(levels=3, coarse_first=0.5), epochs=4.0).history.iloc[-1]
     assert cycles["level1_steps"] * works[1] > coarse[0] + works[1]  # cycles visit coarse too
 
@@ -453,21 +453,21 @@ def test_adaptive_switching_moves_up_when_the_rate_falls_and_passes_the_budget_o
     cycle.monitor_batch = (x[:8], y[:8])
     losses = iter([1.0, 0.5, 0.45])  # probes after phases 2, 4, 6: the rate drops to a tenth
     monkeypatch.setattr(cycle, "_monitor_loss", lambda level: next(losses))
-    cycle.coarse_first_work = 1e9
+    cycle.coarse_stage.budget = 1e9
     cycle.run_cycle()  # builds the coarse levels: now their work per step is known
     work = cycle.levels[2].work
     if not threshold:
-        cycle.coarse_first_work = 2 * 6 * work  # the coarsest level's share: 6 steps
+        cycle.coarse_stage.budget = 2 * 6 * work  # the coarsest level's share: 6 steps
     for phase in range(2, 7):
-        assert not cycle.switches, phase
+        assert not cycle.coarse_stage.switches, phase
         cycle.run_cycle()
-    [switch] = cycle.switches
+    [switch] = cycle.coarse_stage.switches
     assert (switch["level"], switch["reason"]) == (2, reason)
-    assert switch["spent"] == pytest.approx(6 * work) and cycle.coarse_root == 1
+    assert switch["spent"] == pytest.approx(6 * work) and cycle.coarse_stage.root == 1
     if threshold:  # what the coarsest level did not spend goes to the next one
-        assert cycle.coarse_carry == pytest.approx(1e9 / 2 - 6 * work)
+        assert cycle.coarse_stage.carry == pytest.approx(1e9 / 2 - 6 * work)
     else:  # fixed shares never probe the loss
-        assert cycle.coarse_carry == pytest.approx(0.0) and next(losses) == 1.0
+        assert cycle.coarse_stage.carry == pytest.approx(0.0) and next(losses) == 1.0
 
 
 def test_adaptive_switching_is_recorded_logged_and_resumable(tmp_path, monkeypatch):
@@ -479,7 +479,7 @@ def test_adaptive_switching_is_recorded_logged_and_resumable(tmp_path, monkeypat
         return train(MLP(12, [16, 8], 4), _with_validation(), config, multilevel, **kw)
 
     full = run()
-    assert [s["level"] for s in full.cycle.switches] == [2, 1]
+    assert [s["level"] for s in full.cycle.coarse_stage.switches] == [2, 1]
     assert full.meter.breakdown()["monitor"] > 0
     path, run_cycle, calls = tmp_path / "ckpt.pt", FASCycle.run_cycle, [0]
 
@@ -494,10 +494,10 @@ def test_adaptive_switching_is_recorded_logged_and_resumable(tmp_path, monkeypat
         run(checkpoint_path=path)
     monkeypatch.setattr(FASCycle, "run_cycle", run_cycle)
     saved = load_checkpoint(path)["multilevel"]
-    assert saved["coarse_first"]["root"] == 1 and len(saved["switches"]) == 1
+    assert saved["coarse_first"]["root"] == 1 and len(saved["coarse_first"]["switches"]) == 1
     resumed = run(checkpoint_path=path, resume=True)
     assert resumed.history[METRICS].equals(full.history[METRICS])
-    assert resumed.cycle.switches == full.cycle.switches
+    assert resumed.cycle.coarse_stage.switches == full.cycle.coarse_stage.switches
 
 
 def test_coarse_first_needs_coarse_levels_and_is_not_an_f_cycle():

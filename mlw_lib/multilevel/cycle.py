@@ -34,6 +34,7 @@ import torch
 
 from ..modes import in_mode
 from .batchnorm import batchnorm_layers, recalibrate, statistics_policy
+from .coarse_first import CoarseFirstStage
 from .config import MultilevelConfig
 from .groups import WidthModel, check_layout
 from .hierarchy import (
@@ -124,25 +125,14 @@ class FASCycle:
         self.monitor_batch: tuple | None = None
         self.corrections: list[dict] = []
         self._gains_read = 0  # corrections already summarised by `pop_correction_gain`
-        # Coarse-first: its work budget (WU, set by the trainer), the level it trains now
-        # (None before it starts, 0 once it is over) and the work spent on that level.
-        self.coarse_first_work = 0.0
-        self.coarse_root: int | None = None
-        self.coarse_spent = 0.0
-        # Adaptive switching: budget carried up from levels that stalled, the phases and the
-        # last (loss, WU) probe on the current level, its first rate; one entry per switch.
-        self.coarse_carry = 0.0
-        self.coarse_phases = 0
-        self._probe: tuple[float, float] | None = None
-        self._first_rate: float | None = None
-        self.switches: list[dict] = []
+        self.coarse_stage = CoarseFirstStage()  # coarse-first: its budget is set by the trainer
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
         """One cycle from the fine level (the first F-cycle starts with nested iteration);
         with `coarse_first`, first one phase of coarse-first training per call, and after it
         plain fine steps if `coarse_first_then` is "fine"."""
-        if self.config.coarse_first and self.coarse_root != 0:
+        if self.config.coarse_first and not self.coarse_stage.over:
             self._coarse_first_phase()
         elif self.config.coarse_first and self.config.coarse_first_then == "fine":
             self._smooth(self.levels[0], self._batches(None, 0), 1)
@@ -374,51 +364,28 @@ class FASCycle:
 
     def _coarse_first_phase(self) -> None:
         """k steps on the coarse level being trained (the first call restricts the initial net
-        down every level); once it has spent its share of `coarse_first_work`, prolong its
-        solution one level up, which is trained next (the fine net ends the stage)."""
-        if self.coarse_root is None:
+        down every level); once it hands over (`CoarseFirstStage`), prolong its solution one
+        level up, which is trained next (the fine net ends the stage)."""
+        stage = self.coarse_stage
+        if stage.root is None:
             for l in range(self.config.levels - 1):
                 self._restrict(l, batches=None)
-            self.coarse_root = self.config.levels - 1
-        level = self.levels[self.coarse_root]
+            stage.root = self.config.levels - 1
+        level = self.levels[stage.root]
         level.tau = no_tau
         before = self.meter.work_units
-        self._smooth(level, self._batches(None, self.coarse_root), 1)
-        self.coarse_spent += self.meter.work_units - before
-        self.coarse_phases += 1
-        share = self.coarse_first_work / (self.config.levels - 1) + self.coarse_carry
-        stalled = self._stalled(level)
-        if stalled or self.coarse_spent >= share - 1e-9:
-            self.switches.append(
-                {
-                    "level": self.coarse_root,
-                    "work_units": self.meter.work_units,
-                    "spent": self.coarse_spent,
-                    "reason": "stalled" if stalled else "budget",
-                }
-            )
-            self.coarse_carry = max(share - self.coarse_spent, 0.0)
-            generator = torch.Generator().manual_seed(self.config.seed + self.coarse_root)
-            self._prolong_solution(self.coarse_root, generator)
-            self.coarse_root, self.coarse_spent, self.coarse_phases = self.coarse_root - 1, 0.0, 0
-            self._probe, self._first_rate = None, None
-
-    def _stalled(self, level: Level) -> bool:
-        """Adaptive switching: every `switch_every` phases, whether the monitor loss fell per
-        WU since the last probe by less than `switch_threshold` times the first such rate."""
-        if not self.config.switch_threshold or self.coarse_phases % self.config.switch_every:
-            return False
-        loss = self._monitor_loss(level)
-        if loss is None:
-            raise ValueError("switch_threshold needs a monitor batch (a validation split)")
-        probe, self._probe = self._probe, (loss, self.meter.work_units)
-        if probe is None:
-            return False
-        rate = (probe[0] - loss) / max(self.meter.work_units - probe[1], 1e-12)
-        if self._first_rate is None:
-            self._first_rate = rate
-            return rate <= 0
-        return rate < self.config.switch_threshold * self._first_rate
+        self._smooth(level, self._batches(None, stage.root), 1)
+        stage.count_phase(self.meter.work_units - before)
+        stalled = stage.stalled(
+            lambda: self._monitor_loss(level),
+            self.meter.work_units,
+            self.config.switch_threshold,
+            self.config.switch_every,
+        )
+        if stage.hands_over(stalled, self.config.levels - 1, self.meter.work_units):
+            generator = torch.Generator().manual_seed(self.config.seed + stage.root)
+            self._prolong_solution(stage.root, generator)
+            stage.next_level()
 
     def _prolong_solution(self, coarse_index: int, generator: torch.Generator) -> None:
         """x_f <- (1 - a) x_f + a (P x_c + noise) with a = `prolong_blend`; fine optimizer
@@ -452,27 +419,18 @@ class FASCycle:
             "steps": list(self.steps),
             "corrections": self.corrections,
             "coarse_first": self._coarse_first_state(),
-            "switches": self.switches,
         }
 
-    def _coarse_first_state(self) -> dict | None:
-        """Mid coarse-first, its stage and every coarse level's weights and optimizer state
-        (they are the solution being built); None otherwise."""
-        if not self.coarse_root:  # not started, or over
-            return {"root": self.coarse_root} if self.coarse_root == 0 else None
-        levels = [
-            {"model": level.model.state_dict(), "optimizer": level.optimizer.state_dict()}
-            for level in self.levels[1:]
-        ]
-        return {
-            "root": self.coarse_root,
-            "spent": self.coarse_spent,
-            "levels": levels,
-            "carry": self.coarse_carry,
-            "phases": self.coarse_phases,
-            "probe": self._probe,
-            "first_rate": self._first_rate,
-        }
+    def _coarse_first_state(self) -> dict:
+        """The coarse-first stage; mid-stage also every coarse level's weights and optimizer
+        state (they are the solution being built)."""
+        state = self.coarse_stage.state_dict()
+        if self.coarse_stage.root:  # started and not over
+            state["levels"] = [
+                {"model": level.model.state_dict(), "optimizer": level.optimizer.state_dict()}
+                for level in self.levels[1:]
+            ]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore operators and counters (coarse models are rebuilt from the sizes)."""
@@ -490,15 +448,8 @@ class FASCycle:
             transfers = {g: GroupTransfer.from_state_dict(s).to(device) for g, s in saved.items()}
             self.transitions[l] = Transition(transfers, matchings={})
             self._coarse_level(l, self.transitions[l])
-        stage = state.get("coarse_first")
-        self.coarse_root = None if stage is None else stage["root"]
-        self.coarse_spent = 0.0 if stage is None else stage.get("spent", 0.0)
-        stage_or_none = stage or {}
-        self.coarse_carry = stage_or_none.get("carry", 0.0)
-        self.coarse_phases = stage_or_none.get("phases", 0)
-        self._probe = stage_or_none.get("probe")
-        self._first_rate = stage_or_none.get("first_rate")
-        self.switches = list(state.get("switches", []))
-        for level, saved in zip(self.levels[1:], stage_or_none.get("levels", []), strict=False):
+        stage = state.get("coarse_first") or {}
+        self.coarse_stage.load_state_dict(stage)
+        for level, saved in zip(self.levels[1:], stage.get("levels", []), strict=False):
             level.model.load_state_dict(saved["model"])
             level.optimizer.load_state_dict(saved["optimizer"])

@@ -225,7 +225,7 @@ def train(
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
     )
-    fas.coarse_first_work = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
+    fas.coarse_stage.budget = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
     if (
         multilevel.monitor_corrections
         or multilevel.correction_search
