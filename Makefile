@@ -48,10 +48,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix mlw_lib tests benchmarks
 
 # CI notebooks write their figures and MLflow runs under runs/ci/, never over figures/.
+# Two pytest processes side by side on the 2 cores, each with its own MLflow store: the tests
+# that drive whole processes (CLI runs, kernels, the MLflow server) with the notebooks under
+# nbval (mostly waiting on subprocesses; one torch thread), and all other tests.
+PROCESS_TESTS := tests/test_executions.py tests/test_mlflow_ui.py
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 test: lint data
 	$(PY) -m mlw_lib prepare-ci
-	TQDM_DISABLE=1 MLW_FIGURES_DIR=$(CURDIR)/runs/ci/figures MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow \
-		$(PY) -m pytest -q tests runs/ci --nbval-lax --nbval-current-env --nbval-cell-timeout=600
+	export TQDM_DISABLE=1 MLW_FIGURES_DIR=$(CURDIR)/runs/ci/figures; \
+	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
+		$(PROCESS_TESTS) runs/ci $(NBVAL) > runs/ci/processes.log 2>&1 & processes=$$!; \
+	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow-unit $(PY) -m pytest -q -p no:cacheprovider tests \
+		$(addprefix --ignore=,$(PROCESS_TESTS)); unit=$$?; \
+	wait $$processes; processes=$$?; echo "--- $(PROCESS_TESTS) and the notebooks:"; \
+	cat runs/ci/processes.log; test $$unit -eq 0 && test $$processes -eq 0
 
 benchmark: data
 	$(PY) benchmarks/bench_mlp.py
