@@ -135,10 +135,12 @@ def diagnostics(history: pd.DataFrame) -> pd.DataFrame:
         table[f"{column.removesuffix('_steps')} step share"] = final[column].fillna(0) / total
     tau = [c for c in ("time_tau_gradient", "time_tau") if c in final]
     table["tau share of wall-clock"] = final[tau].sum(axis=1) / final["wall_time"]
-    gains = history.groupby(["method", "seed"], sort=False)
-    table["mean correction gain"] = (
-        gains["correction_gain"].mean().to_numpy() if "correction_gain" in history else np.nan
-    )
+    if "correction_gain" in history:  # matched to the final rows by (method, seed)
+        runs = pd.MultiIndex.from_frame(final[["method", "seed"]])
+        gains = history.groupby(["method", "seed"])["correction_gain"].mean()
+        table["mean correction gain"] = gains.reindex(runs).to_numpy()
+    else:
+        table["mean correction gain"] = np.nan
     return table.groupby("method", sort=False).mean()
 
 
