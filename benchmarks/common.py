@@ -40,10 +40,12 @@ from mlw_lib.training import TrainConfig, classification_loss, train  # noqa: E4
 # (b1) "machinery": the multilevel bookkeeping without tau's gradient passes
 # ("tau_gradient": charged work, reported as their own share).
 MACHINERY = ("matching", "transfer", "recalibration", "accounting", "tau")
-VARIANTS = ((2, "cycle"), (2, "none"), (3, "cycle"), (3, "none"))  # (levels, tau) of (b1)
+# (levels, tau) of (b1); "last_step" is the near-free tau estimate
+VARIANTS = tuple((lv, tau) for lv in (2, 3) for tau in ("cycle", "last_step", "none"))
 K = 4  # batches_per_phase, the notebooks' setting
 TARGET_MACHINERY = 0.10  # share of a V-cycle run's wall-clock
 TARGET_STEP = 1.15  # our coarse step / a bare PyTorch step
+TARGET_NEAR_FREE_TAU = 0.05  # tau's share (gradient passes + arithmetic) with tau="last_step"
 
 
 @dataclass(frozen=True)
@@ -233,11 +235,17 @@ def timed_runs(gemms: dict, train_run: Callable, device, epochs: float, repeats:
 
 def vcycle_section(runs: dict) -> tuple[dict, list]:
     """(b1) Phase shares per run; rows: the machinery share of each V-cycle run, and its
-    tau_gradient, data and other shares next to the single-level run's."""
+    tau_gradient, data and other shares next to the single-level run's; (b3) tau's whole share
+    (tau_gradient + tau) of each run with tau, graded for the near-free estimate."""
     shares = {name: phase_shares(r.meter) for name, r in runs.items()}
     one, rows = shares["1 level"], []
     for name, s in list(shares.items())[1:]:
         rows.append(graded(f"(b1) {name}: machinery share", s["machinery"], TARGET_MACHINERY, "%"))
+        tau_share = s["tau_gradient"] + s["tau"]
+        if name.endswith("last_step"):
+            rows.append(graded(f"(b3) {name}: tau share", tau_share, TARGET_NEAR_FREE_TAU, "%"))
+        elif not name.endswith("none"):
+            rows.append(info(f"(b3) {name}: tau share", percent(tau_share)))
         rows.append(
             info(
                 f"(b1) {name}: shares of tau_gradient / data / other (1 level: data "

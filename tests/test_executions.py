@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import nbformat
+import psutil
 import pytest
 from helpers import REPO, TOY_COMPARISON, code_cell, write_notebook
 
@@ -100,8 +101,13 @@ def test_kill_9_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(
     wait_for(lambda: len(executions(toy)) == 2, "the second execution")
     folder = executions(toy)[-1].parent
     wait_for(lambda: any((folder / "checkpoints").glob("*.pt")), "its first checkpoint")
-    os.kill(killed.pid, signal.SIGKILL)
+    # kill -9 of the run and its kernel at once, as a lost machine does: the kernel alone
+    # would otherwise live on for up to a second and could finish this small notebook
+    victims = [psutil.Process(killed.pid), *psutil.Process(killed.pid).children(recursive=True)]
+    for process in victims:
+        process.kill()
     killed.wait(timeout=30)
+    psutil.wait_procs(victims, timeout=30)
     assert not (folder / "finished").exists(), "killed before it finished"
     execution = f"01_toy/{folder.name}"
     assert "RUNNING" in run_statuses(toy)[execution]  # kill -9: nothing could end them
@@ -115,7 +121,7 @@ def test_kill_9_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(
     latest = toy.parents[1] / "runs" / "notebooks" / "01_toy.ipynb"
     assert latest.read_bytes() == (folder / "notebook.ipynb").read_bytes()
     refusals.behaviour(
-        "kill -9 of `python -m mlw_lib run NB` mid-run, then `run NB --resume`",
+        "kill -9 of `python -m mlw_lib run NB` and its kernel mid-run, then `run NB --resume`",
         "the same final metrics as an uninterrupted run; its runs left RUNNING end KILLED",
     )
 

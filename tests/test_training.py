@@ -401,6 +401,20 @@ def test_coarse_first_spends_its_share_of_the_budget_on_each_coarse_level_coarse
     assert cycles["level1_steps"] * works[1] > coarse[0] + works[1]  # cycles visit coarse too
 
 
+def test_during_coarse_first_the_curve_follows_the_coarse_net_being_trained():
+    """The fine net is untouched until the stage ends, so the curve reports the coarse net
+    (test_accuracy) next to the fine one (fine_test_accuracy, constant till then)."""
+    seed_everything(0)
+    config = TrainConfig(epochs=4.0, batch_size=32, lr=0.05, eval_every=0.5)
+    multilevel = MultilevelConfig(levels=2, coarse_first=0.5, coarse_first_then="fine")
+    history = train(MLP(12, [16, 8], 4), toy_dataset(), config, multilevel).history
+    stage = history[history["fine_test_accuracy"].notna()]  # rows where the coarse net leads
+    assert len(stage) >= 2 and (stage["level0_steps"] == 0).all()
+    assert (stage["fine_test_accuracy"] == history["test_accuracy"].iloc[0]).all()
+    assert stage["test_accuracy"].iloc[-1] > history["test_accuracy"].iloc[0] + 0.2
+    assert history[history["level0_steps"] > 0]["fine_test_accuracy"].isna().all()
+
+
 @pytest.mark.parametrize("blend", [0.0, 0.5, 1.0])
 def test_prolong_blend_interpolates_the_fine_weights_with_the_prolonged_coarse_ones(blend):
     x, y = toy_data(64, 12, 4, seed=3)

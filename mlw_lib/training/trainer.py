@@ -235,9 +235,10 @@ def train(
     calibration = calibration_batches(x_train, y_train, config.batch_size)
 
     def model_of_interest() -> WidthModel:
-        """The fine net, or R^m x (BN recalibrated) with `model_level` = m > 0."""
+        """The fine net (during a coarse-first stage the coarse net being trained, which holds
+        all progress so far), or R^m x (BN recalibrated) with `model_level` = m > 0."""
         if multilevel.model_level == 0:
-            return model
+            return fas.leading_model
         return restricted_models(
             model, fas.transitions, multilevel.convention, calibration, multilevel.model_level
         )[-1]
