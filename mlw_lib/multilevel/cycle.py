@@ -9,8 +9,8 @@ Mirrors DESIGN.md §4.5. With levels l = 0 (fine) ... L-1 (coarsest):
                       x_c0 = R x_l,  m_c0 = R m_l  (or reset)          (the coarse start)
                       BatchNorm statistics: recalibrated on B, restricted, or kept
         tau:          v_{l+1} = s (grad loss_{l+1}(x_c0; B) - P^T grad F_l(x_l; B))
-                      (tau="last_step": B = the last pre-smoothing minibatch b, the
-                      gradient that step took, and the first coarse step's on b)
+                      (tau="last_step": B = the last pre-smoothing minibatch, and the
+                      gradient that step took)
         recurse:      gamma times cycle(l + 1)    (gamma = 1 V, 2 W; its minibatches are B,
                       or fresh ones with coarse_batches="fresh"; coarse_batches_per_phase
                       of them, and coarse_passes passes on the coarsest level; every
@@ -167,9 +167,8 @@ class FASCycle:
 
     def _batches(self, inherited: Sequence[tuple] | None, l: int) -> list[tuple]:
         """Level l's minibatches for one phase: k (`coarse_batches_per_phase` on a coarse
-        level), led by the parent's tau batches when coarse steps reuse them (by b, the last of
-        them, with tau="last_step"), fresh else; on a coarse level every
-        `coarse_batch_multiple` of them are joined into one batch."""
+        level), led by the parent's tau batches when coarse steps reuse them, fresh else; on
+        a coarse level every `coarse_batch_multiple` of them are joined into one batch."""
         count = self.config.batches_per_phase
         if l > 0 and self.config.coarse_batches_per_phase:
             count = self.config.coarse_batches_per_phase
@@ -177,10 +176,7 @@ class FASCycle:
         count *= multiple
         reused = []
         if inherited is not None and self.config.coarse_batches == "reuse":
-            reused = list(inherited)
-            if self.tau.needs_last_step:  # lead with b, whose gradient at x_c0 tau reads
-                reused = reused[-1:] + reused[:-1]
-            reused = reused[:count]
+            reused = list(inherited)[:count]
         with self.meter.phase("data"):
             drawn = reused + [self.next_batch() for _ in range(count - len(reused))]
             if multiple == 1:

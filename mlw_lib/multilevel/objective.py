@@ -78,14 +78,10 @@ def objective_backward(level: Level, batch: tuple, loss_fn: LossFn) -> torch.Ten
     Same maths as backpropagating `objective()`, whose gradient of -<v, x> is -v (the tests
     check the two agree), but v is subtracted in one fused `_foreach_sub_` after the backward
     pass instead of costing 2 autograd ops per parameter, which on a coarse level is a large
-    part of a step. A linear term with `observe_step` (tau="last_step") may read v from the
-    gradients of this backward pass before they are shifted.
+    part of a step.
     """
     plain = loss_fn(level.model, batch)
     plain.backward()
-    observe = getattr(level.tau, "observe_step", None)  # a tau read from this very step
-    if observe is not None:
-        observe(batch)
     v = level.tau(batch)
     if v is not None:
         grads = []

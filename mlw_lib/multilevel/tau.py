@@ -9,9 +9,8 @@ gradient exactly (first-order coherence). Policies: `NoTau` (v = 0; also what s 
 no passes, no charge), `CycleTau` (one v per cycle on the pre-smoothing batches),
 `MinibatchTau` (v recomputed on every coarse minibatch, from the fine point frozen during the
 coarse phase and a frozen copy of the coarse model at x_c0) and `LastStepTau` (near-free: the
-fine gradient that the last pre-smoothing step computed anyway, and the coarse gradient at
-x_c0 on that step's minibatch b, which the first coarse step computes anyway when the cycle
-leads the coarse phase with b). Tau's gradient passes leave every buffer (BatchNorm running
+fine gradient that the last pre-smoothing step computed anyway, and one coarse gradient at
+x_c0 on that step's minibatch b). Tau's gradient passes leave every buffer (BatchNorm running
 statistics) of both nets as it was.
 """
 
@@ -20,8 +19,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
 
 from .batchnorm import preserved_buffers
 from .groups import WidthModel
@@ -60,13 +57,7 @@ class TauVector:
             with preserved_buffers(coarse_at_start):
                 coarse_grad = loss_gradient(coarse_at_start, batches, self.loss_fn)
             meter.charge(coarse_work * len(batches))
-        return self.combine(coarse_grad, fine_grad, fine.model, transfers)
-
-    def combine(
-        self, coarse_grad: Tensors, fine_grad: Tensors, fine_model: WidthModel, transfers
-    ) -> Tensors:
-        """v from grad loss_c(x_c0; B) and grad F_f(x; B), both known."""
-        layout = fine_model.param_layout()
+        layout = fine.model.param_layout()
         restricted = restrict_gradients(fine_grad, layout, transfers, self.convention)
         return {name: self.scale * (coarse_grad[name] - restricted[name]) for name in coarse_grad}
 
@@ -119,57 +110,19 @@ class MinibatchTau:
 class LastStepTau:
     """Near-free v = s (grad loss_c(x_c0; b) - P^T g_f): g_f is the gradient of F_f that the
     last pre-smoothing step took (on minibatch b, at the point just before that step; kept in
-    `fine.last_step`). As the learning rate goes to 0 it is `CycleTau` on b. The coarse
-    gradient is read from the first coarse step when that step is on b at x_c0 (no pass);
-    otherwise (joined or fresh coarse batches) it costs one charged coarse pass."""
+    `fine.last_step`), so v costs one coarse pass instead of k fine and k coarse ones. As the
+    learning rate goes to 0 it is `CycleTau` on b."""
 
     vector: TauVector
     needs_last_step = True
 
-    def linear_term(self, fine, coarse, batches, transfers, meter) -> FirstStepTau:
+    def linear_term(self, fine, coarse, batches, transfers, meter) -> LinearTerm:
         """v for `coarse` (a Level holding x_c0: call right after restriction)."""
         if fine.last_step is None:
             raise RuntimeError("tau='last_step' needs a pre-smoothing step first (nu_pre >= 1)")
-        return FirstStepTau(self.vector, fine, coarse, transfers, meter)
-
-
-class FirstStepTau:
-    """The linear term of `LastStepTau`, found at its first use. `objective_backward` calls
-    `observe_step(batch)` right after a backward pass on the level: if v is still unknown, that
-    pass was the level's first, at x_c0, and if its batch is b its gradients are
-    grad loss_c(x_c0; b). Any other first use computes v with one coarse pass."""
-
-    def __init__(self, vector: TauVector, fine, coarse, transfers, meter: WorkMeter) -> None:
-        self.vector, self.fine, self.coarse = vector, fine, coarse
-        self.transfers, self.meter = transfers, meter
-        self.batch, self.fine_grad = fine.last_step
-        self.v: Tensors | None = None
-
-    def observe_step(self, batch: tuple) -> None:
-        """The level's parameters hold grad loss_c(x; batch) from a backward pass just taken."""
-        if self.v is not None or batch is not self.batch:
-            return
-        with self.meter.phase("tau"):
-            coarse_grad = {
-                name: torch.zeros_like(p) if p.grad is None else p.grad
-                for name, p in self.coarse.named_parameters
-            }
-            self.v = self.vector.combine(
-                coarse_grad, self.fine_grad, self.fine.model, self.transfers
-            )
-
-    def __call__(self, batch: tuple) -> Tensors:
-        if self.v is None:
-            self.v = self.vector(
-                self.fine,
-                self.coarse.model,
-                self.coarse.work,
-                [self.batch],
-                self.transfers,
-                self.meter,
-                self.fine_grad,
-            )
-        return self.v
+        batch, fine_grad = fine.last_step
+        v = self.vector(fine, coarse.model, coarse.work, [batch], transfers, meter, fine_grad)
+        return lambda batch: v
 
 
 def tau_policy(
