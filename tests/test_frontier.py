@@ -160,4 +160,7 @@ def test_plot_frontier_draws_the_frontier_points_the_target_and_the_time_limit()
     levels = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
     limits = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "-."]
     assert levels == [0.9] and limits == [pytest.approx(70.0)]
+    zoom = fig.axes[1]  # four times the frontier's spread (0.04) below the target, half above
+    assert zoom.get_ylim() == pytest.approx((0.9 - 0.16, 0.9 + 0.08))
+    assert len(zoom.lines) == len(ax.lines) and zoom.get_legend() is None
     plt.close(fig)
