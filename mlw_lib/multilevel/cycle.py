@@ -131,8 +131,7 @@ class FASCycle:
     def leading_model(self) -> WidthModel:
         """The net that holds training's progress: during a coarse-first stage the coarse level
         being trained (the fine net is still its initial one), else the fine net."""
-        root = self.coarse_stage.root
-        return self.levels[root if self.config.coarse_first and root else 0].model
+        return self.levels[self.coarse_stage.root or 0].model  # root: None before, 0 after
 
     # ----------------------------------------------------------------------------- cycles
     def run_cycle(self) -> None:
