@@ -9,7 +9,8 @@ a square one): information, convolutions are not GEMMs; (y) that run with glibc'
 malloc (information); (b1) the machinery share of 2- and 3-level V-cycles, BatchNorm
 recalibration included, <= 10%; (b2) our step per level against the same module stepped by
 plain PyTorch (cross-entropy, fused SGD), <= 1.15x per coarse level; (c) peak RSS of a
-3-level / a single-level epoch, <= 1.1x.
+3-level / a single-level epoch, <= 1.1x; of a 2-level one, <= 1.3x; and with per-block
+gradient checkpointing (information).
 
 Run: `make benchmark-cnn` or `.venv/bin/python benchmarks/bench_cnn.py [--quick]`.
 """

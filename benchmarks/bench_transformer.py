@@ -9,7 +9,8 @@ square one), <= 2x; (x) dropout's share of that run: the same run with dropout 0
 this share (information); (y) the run of (a) with glibc's default malloc (information); (b1)
 the machinery share of 2- and 3-level V-cycles, <= 10%; (b2) our step per level against the
 same module stepped by plain PyTorch (cross-entropy, fused AdamW), <= 1.15x per coarse level;
-(c) peak RSS of a 3-level / a single-level epoch, <= 1.3x.
+(c) peak RSS of a 3-level and of a 2-level / a single-level epoch, <= 1.3x; and with
+per-block gradient checkpointing (information).
 
 Run: `make benchmark-transformer` or `.venv/bin/python benchmarks/bench_transformer.py
 [--quick]`.

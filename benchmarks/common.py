@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,7 @@ K = 4  # batches_per_phase, the notebooks' setting
 TARGET_MACHINERY = 0.10  # share of a V-cycle run's wall-clock
 TARGET_STEP = 1.15  # our coarse step / a bare PyTorch step
 TARGET_NEAR_FREE_TAU = 0.05  # tau's share (gradient passes + arithmetic) with tau="last_step"
+TARGET_MEMORY_2 = 1.3  # (c) peak RSS of a 2-level run / a single-level run
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def run(bench: Bench, doc: str, script: str) -> None:
     data = bench.load(args.quick)
     train_run = functools.partial(train_once, bench, data, args.device)
     if args.memory_run:  # a child process of memory_section: one epoch, then exit
-        train_run(args.memory_run)
+        train_run(args.memory_run, checkpointed=args.checkpointed)
         return
     if args.glibc_malloc:  # a child process of allocator_section: print one run's seconds
         allocator._done.append(False)  # as if malloc could not be tuned: glibc's defaults
@@ -102,7 +103,8 @@ def run(bench: Bench, doc: str, script: str) -> None:
     step = step_section(levels, bench.bare_copy, batches, 2 if args.quick else 10)
     results["b2"], b2_rows = show(step, clock)
     clock = cpu_clock()
-    results["c"], c_rows = show(memory_section(script, args, bench.memory_target), clock)
+    blocks = bench.new_model(data).has_blocks
+    results["c"], c_rows = show(memory_section(script, args, bench.memory_target, blocks), clock)
     title = f"(b1) Share of the wall-clock per phase ({epochs:g} epoch(s) of work per run):"
     tables = ["", title, *phase_table(runs)]
     report(args, bench.title, results, rows + b1_rows + b2_rows + c_rows, tables)
@@ -136,10 +138,14 @@ def minibatches(config: TrainConfig, data, device: torch.device, count: int = 8)
     return [(config.place(xb, device), yb.to(device)) for xb, yb in zip(x, y, strict=True)]
 
 
-def train_once(bench: Bench, data, device, levels: int, tau: str = "cycle", epochs=1.0):
-    """A TrainResult of `epochs` fine-level epochs of work from the same initial model."""
+def train_once(
+    bench: Bench, data, device, levels: int, tau="cycle", epochs=1.0, checkpointed=False
+):
+    """A TrainResult of `epochs` fine-level epochs of work from the same initial model
+    (`checkpointed`: with per-block gradient checkpointing)."""
     config = MultilevelConfig(levels=levels, batches_per_phase=K, tau=tau)
-    return train(bench.new_model(data), data, bench.config(epochs, device), config)
+    train_config = replace(bench.config(epochs, device), checkpoint_blocks=checkpointed)
+    return train(bench.new_model(data), data, train_config, config)
 
 
 def parse_args(doc: str, name: str) -> argparse.Namespace:
@@ -151,6 +157,7 @@ def parse_args(doc: str, name: str) -> argparse.Namespace:
     default = ROOT / "results" / "benchmarks" / f"{name}.json"
     parser.add_argument("--output", type=Path, default=default, help="JSON; .md next to it")
     parser.add_argument("--memory-run", type=int, metavar="LEVELS", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--glibc-malloc", type=float, metavar="EPOCHS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -329,12 +336,28 @@ def allocator_section(script: str, args: argparse.Namespace, epochs: float, kept
     return {"default_s": default, "kept_s": kept}, [info(figure, f"{default / kept:.2f}x")]
 
 
-def memory_section(script: str, args: argparse.Namespace, target: float) -> tuple[dict, list]:
-    """(c) Peak RSS of one-epoch runs with 1 and 3 levels, each in a fresh `script` process."""
-    argv = child_argv(script, args)
-    peaks = {levels: peak_rss_mib([*argv, "--memory-run", str(levels)]) for levels in (1, 3)}
-    figure = f"(c) peak RSS 3 levels {peaks[3]:.0f} MiB / 1 level {peaks[1]:.0f} MiB"
-    return {"peak_rss_mib": peaks}, [graded(figure, peaks[3] / peaks[1], target)]
+def memory_section(
+    script: str, args: argparse.Namespace, target: float, blocks: bool
+) -> tuple[dict, list]:
+    """(c) Peak RSS of one-epoch runs with 1, 2 and 3 levels, and (`blocks`) with 1 and 2
+    levels with per-block gradient checkpointing, each in a fresh `script` process."""
+    argv = [*child_argv(script, args), "--memory-run"]
+    runs = {f"{n} level{'s' * (n > 1)}": [str(n)] for n in (1, 2, 3)}
+    if blocks:
+        runs |= {f"{name}, checkpointed": [*run, "--checkpointed"] for name, run in runs.items()}
+        del runs["3 levels, checkpointed"]
+    peaks = {name: peak_rss_mib([*argv, *run]) for name, run in runs.items()}
+
+    def ratio(top: str, bottom: str, limit: float | None) -> dict:
+        figure = f"(c) peak RSS {top} {peaks[top]:.0f} MiB / {bottom} {peaks[bottom]:.0f} MiB"
+        value = peaks[top] / peaks[bottom]
+        return info(figure, f"{value:.2f}x") if limit is None else graded(figure, value, limit)
+
+    rows = [ratio("3 levels", "1 level", target), ratio("2 levels", "1 level", TARGET_MEMORY_2)]
+    if blocks:
+        rows += [ratio(f"{n}, checkpointed", n, None) for n in ("1 level", "2 levels")]
+        rows.append(ratio("2 levels, checkpointed", "1 level, checkpointed", TARGET_MEMORY_2))
+    return {"peak_rss_mib": peaks}, rows
 
 
 def peak_rss_mib(argv: list[str]) -> float:

@@ -1,6 +1,7 @@
 """mlw: multilevel-in-width training (FAS over network width), Jupyter-first.
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
+`mlw.distributed` (torchrun),
 `mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.tasks`, `mlw.variants`,
 `mlw.baselines`, `mlw.tracking`,
 `mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "baselines",
     "data",
+    "distributed",
     "experiments",
     "frontier",
     "mlflow_ui",

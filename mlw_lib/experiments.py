@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import tracking
+from . import distributed, tracking
 from .checks import integer, number
 from .frontier import final_rows
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
@@ -77,6 +77,7 @@ class Comparison:
     history: pd.DataFrame
     hierarchies: dict[str, pd.DataFrame]
     results: dict[tuple[str, int], TrainResult]
+    run_ids: dict[tuple[str, int], str] = field(default_factory=dict)  # MLflow, when tracked
 
     def final(self) -> pd.DataFrame:
         """Last evaluation of every (method, seed)."""
@@ -138,6 +139,7 @@ def compare(
     models: Mapping[str, Callable[[], WidthModel]] | None = None,
     checkpoint_dir: str | Path | None = None,
     budgets: Mapping[str, float] | None = None,
+    parent_run_id: str | None = None,
 ) -> Comparison:
     """Train every method for every seed; log each run as a nested MLflow run when a parent
     run is active. The model is built after `seed_everything(seed)`, so all methods of one
@@ -155,6 +157,10 @@ def compare(
     checkpoint per (method, seed), written at every evaluation; a run whose checkpoint is
     there resumes from it (a finished one trains nothing), so a killed comparison re-run with
     the same settings ends with the same metrics.
+
+    `parent_run_id` logs the runs under that MLflow run instead of the active one (e.g. a
+    notebook's run, from a torchrun job it launched). Each run logs its history as
+    `history.csv`.
     """
     check_plan(train_config, methods, seeds)
     checkpoint_dir = checkpoint_dir or os.environ.get(CHECKPOINT_ENV) or None
@@ -172,8 +178,9 @@ def compare(
     }
     frames, hierarchies, results = [], {}, {}
     runs = interleaved(list(methods), seeds)
-    tracked = mlflow.active_run() is not None
-    for name, seed in tqdm(runs, desc="runs", unit="run"):
+    tracked = parent_run_id is not None or mlflow.active_run() is not None
+    run_ids = {}
+    for name, seed in tqdm(runs, desc="runs", unit="run", **distributed.progress_options()):
         config = replace(train_config, seed=seed)
         config = replace(config, epochs=config.epochs * budgets.get(name, 1.0))
         if name in models:  # its own fine net: the same FLOPs as make_model()'s runs
@@ -192,11 +199,12 @@ def compare(
                 f"{name} / seed {seed}",
                 params=params,
                 tags=getattr(data, "info", None) and data.info.as_tags(),
+                parent_run_id=parent_run_id,
             )
             if tracked
             else contextlib.nullcontext()
         )
-        with run:
+        with run as active:
             path = Path(checkpoint_dir, f"{slug(name)}__seed{seed}.pt") if checkpoint_dir else None
             with CpuContention() as load:
                 result = train(
@@ -215,8 +223,10 @@ def compare(
                     work_units=history["work_units"] * factor, epoch=history["epoch"] * factor
                 )
             if tracked:
+                run_ids[(name, seed)] = active.info.run_id
                 mlflow.log_metrics(load.record())
                 tracking.log_history(history)
+                mlflow.log_text(history.to_csv(index=False), "history.csv")
                 tracking.log_correction_gains(result.cycle.corrections)
                 tracking.log_switches(result.cycle.coarse_stage.switches)
                 if log_checkpoints:
@@ -230,7 +240,7 @@ def compare(
         hierarchies.setdefault(name, result.hierarchy())
         results[(name, seed)] = result
     history = pd.concat(frames, ignore_index=True)
-    return Comparison(history, hierarchies, results)
+    return Comparison(history, hierarchies, results, run_ids)
 
 
 def load_trained(

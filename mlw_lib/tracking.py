@@ -193,24 +193,28 @@ def child_run(
     run_name: str,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Nested run (e.g. one seed or level) under the active run, in the same experiment.
+    """Nested run (e.g. one seed or level) under the active run, or under `parent_run_id`
+    (a run of another process, e.g. the notebook that launched a torchrun job), in the
+    parent's experiment.
 
     Inherits the parent's git_commit, git_dirty, notebook and mlw_execution tags; logs `params` like
     `notebook_run`.
     """
-    parent = _require_active_run()
     use_store()
-    parent_tags = mlflow.MlflowClient().get_run(parent.info.run_id).data.tags
+    parent_id = parent_run_id or _require_active_run().info.run_id
+    parent = mlflow.MlflowClient().get_run(parent_id)
     inherited = {
         k: v
-        for k, v in parent_tags.items()
+        for k, v in parent.data.tags.items()
         if k in ("git_commit", "git_dirty", "notebook", EXECUTION_TAG)
     }
     with mlflow.start_run(
         experiment_id=parent.info.experiment_id,
         run_name=run_name,
-        nested=True,
+        nested=parent_run_id is None,
+        parent_run_id=parent_run_id,
         tags=_tags_for_mlflow({**inherited, **(tags or {})}),
     ) as run:
         if params:

@@ -47,7 +47,12 @@ def variant_methods(names: list[str], base: MultilevelConfig) -> dict[str, Multi
     """{'<name>, <L> levels': config} for every variant named (a name may appear once)."""
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"variants must be a non-empty list of distinct names, got {names!r}")
-    return {f"{name}, {base.levels} levels": variant_config(name, base) for name in names}
+    return {variant_name(name, base.levels): variant_config(name, base) for name in names}
+
+
+def variant_name(name: str, levels: int) -> str:
+    """The method name of variant `name` with `levels` levels, e.g. 'fas, 2 levels'."""
+    return f"{name}, {levels} levels"
 
 
 def describe(fields: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ import nbformat
 import torch
 
 from mlw_lib.models import MLP
+from mlw_lib.models.transformer import PAD_ID, TransformerClassifier
 from mlw_lib.multilevel import (
     GroupTransfer,
     MultilevelConfig,
@@ -248,3 +249,22 @@ def write_notebook(path: Path, cells: list[nbformat.NotebookNode]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, path)
     return path
+
+
+VOCAB = 40
+
+
+def tokens(n: int, length: int, seed: int, min_length: int = 3) -> torch.Tensor:
+    """(n, length) ids in [1, VOCAB): random lengths >= min_length, right-padded with 0."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, length), generator=g)
+    lengths = torch.randint(min_length, length + 1, (n,), generator=g)
+    ids[torch.arange(length)[None, :] >= lengths[:, None]] = PAD_ID
+    return ids
+
+
+def tiny_transformer(**kw) -> TransformerClassifier:
+    """A tiny float64 transformer, no dropout."""
+    settings = dict(d_model=8, layers=2, heads=2, head_dim=3, ffn=5, max_len=12, dropout=0.0)
+    settings |= dict(attention_dropout=0.0, probe=tokens(6, 12, 99))
+    return TransformerClassifier(VOCAB, 3, **(settings | kw)).double()

@@ -13,13 +13,16 @@ import copy
 import pytest
 import torch
 from helpers import (
+    VOCAB,
     assert_first_order_coherence,
     assert_round_trip,
     assert_zero_coarse_steps_change_nothing,
     make_cycle,
     matched_coarse,
     split_units,
+    tokens,
 )
+from helpers import tiny_transformer as small
 
 from mlw_lib.models.transformer import PAD_ID, TransformerClassifier
 from mlw_lib.multilevel import (
@@ -30,24 +33,6 @@ from mlw_lib.multilevel.groups import check_layout
 from mlw_lib.multilevel.hierarchy import CoarseningError
 from mlw_lib.multilevel.work import forward_backward_flops
 from mlw_lib.training import TrainConfig, classification_loss, train
-
-VOCAB = 40
-
-
-def tokens(n: int, length: int, seed: int, min_length: int = 3) -> torch.Tensor:
-    """(n, length) ids in [1, VOCAB): random lengths >= min_length, right-padded with 0."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, VOCAB, (n, length), generator=g)
-    lengths = torch.randint(min_length, length + 1, (n,), generator=g)
-    ids[torch.arange(length)[None, :] >= lengths[:, None]] = PAD_ID
-    return ids
-
-
-def small(**kw) -> TransformerClassifier:
-    """A tiny float64 transformer, no dropout."""
-    settings = dict(d_model=8, layers=2, heads=2, head_dim=3, ffn=5, max_len=12, dropout=0.0)
-    settings |= dict(attention_dropout=0.0, probe=tokens(6, 12, 99))
-    return TransformerClassifier(VOCAB, 3, **(settings | kw)).double()
 
 
 def duplicated(model: TransformerClassifier, g: torch.Generator) -> TransformerClassifier:

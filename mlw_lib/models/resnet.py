@@ -46,6 +46,8 @@ class ResNet(WidthModel):
     (default: the stage width).
     """
 
+    has_blocks = True
+
     def __init__(
         self,
         widths: list[int],
@@ -89,7 +91,8 @@ class ResNet(WidthModel):
         check_images(x, self.config["in_channels"], None, "ResNet")
         x = torch.relu(self.stem_bn(self.stem(x)))
         for stage in self.stages:
-            x = stage(x)
+            for block in stage:
+                x = self.run_block(block, x)
         return self.head(x.mean(dim=(2, 3)))
 
     # ------------------------------------------------------------------ unit groups

@@ -116,6 +116,8 @@ class TransformerClassifier(WidthModel):
     coarse models built by `resized` share it.
     """
 
+    has_blocks = True
+
     def __init__(
         self,
         vocab_size: int,
@@ -229,7 +231,7 @@ class TransformerClassifier(WidthModel):
         self.check_tokens(tokens)
         x, pad = self.embed_tokens(tokens)
         for block in self.blocks:
-            x = block(x, pad)
+            x = self.run_block(block, x, pad)
         return self.head(self.pool(self.ln(x), pad))
 
     @torch.no_grad()

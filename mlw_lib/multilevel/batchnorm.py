@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .. import distributed
 from ..modes import in_mode
 from .groups import AxisBinding, Layout, Role
 from .transfer import Transfers, transform_tensor
@@ -52,7 +53,8 @@ def recalibrate(
     model: nn.Module, batches: Sequence[tuple], forward: Callable[[nn.Module, tuple], object]
 ) -> None:
     """Re-estimate every BN layer's running statistics as the plain average over `batches`
-    (train-mode forward passes `forward(model, batch)`; the model's mode is restored)."""
+    (train-mode forward passes `forward(model, batch)`; the model's mode is restored; under
+    torchrun also over ranks)."""
     layers = batchnorm_layers(model)
     if not layers:
         return
@@ -67,6 +69,7 @@ def recalibrate(
     finally:
         for name, layer in layers.items():
             layer.momentum = momenta[name]
+    distributed.average_buffers(model)
 
 
 def normalized_group(layout: Layout, bn: str) -> str | None:

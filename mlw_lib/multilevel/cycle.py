@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
 from ..modes import in_mode
 from .batchnorm import batchnorm_layers, recalibrate, statistics_policy
 from .coarse_first import CoarseFirstStage
@@ -80,7 +81,9 @@ class FASCycle:
 
     `make_optimizer(params, lr)` builds each level's optimizer; `lrs[l]` is level l's
     learning rate; `next_batch()` draws a fresh minibatch; `work_of(model)` is the WU cost of
-    one forward+backward minibatch of `model`; `loss_fn(model, batch)` is the loss.
+    one forward+backward minibatch of `model`; `loss_fn(model, batch)` is the loss;
+    `make_runner(model)` is what each level's optimizer steps call (default: under torchrun
+    the model in DistributedDataParallel, else the model itself).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class FASCycle:
         next_batch: Callable[[], tuple],
         meter: WorkMeter,
         work_of: Work,
+        make_runner: Callable[[WidthModel], torch.nn.Module] = distributed.replicate,
     ) -> None:
         if len(lrs) != config.levels:
             raise ValueError(f"need one learning rate per level ({config.levels}), got {len(lrs)}")
@@ -104,6 +108,7 @@ class FASCycle:
         self.next_batch = next_batch
         self.meter = meter
         self.work_of = work_of
+        self.make_runner = make_runner
         self.tau = tau_policy(config.tau, config.tau_scale, config.convention, loss_fn)
         self.statistics = statistics_policy(config.batchnorm, config.convention, loss_fn)
         self.state_transfer = state_policy(
@@ -111,7 +116,14 @@ class FASCycle:
         )
         self.lr_factor = 1.0  # schedule factor, set by the trainer from the fine-level work
         self.levels = [
-            Level(0, model, make_optimizer(list(model.parameters()), lrs[0]), lrs[0], 1.0)
+            Level(
+                0,
+                model,
+                make_optimizer(list(model.parameters()), lrs[0]),
+                lrs[0],
+                1.0,
+                runner=make_runner(model),
+            )
         ]
         self._lrs = list(lrs)
         self.transitions: list[Transition | None] = [None] * (config.levels - 1)
@@ -315,6 +327,7 @@ class FASCycle:
         if self.monitor_batch is None:
             return None
         with self.meter.phase("monitor"), torch.no_grad(), in_mode(level.model, training=False):
+            distributed.average_buffers(level.model)  # every rank measures the same net
             loss = float(self.loss_fn(level.model, self.monitor_batch))
             self.meter.charge_forward(level.work, 1)
         return loss
@@ -336,6 +349,12 @@ class FASCycle:
                     self.transitions[deeper] = None  # coarse shapes changed below
         else:
             transition = reweight(previous, fine, self.config)
+        if distributed.active():  # every rank transfers with rank 0's operators
+            device = next(fine.parameters()).device
+            transition.transfers = {
+                group: GroupTransfer.from_state_dict(saved).to(device)
+                for group, saved in distributed.from_main(transition.state_dict()).items()
+            }
         self.transitions[l] = transition
         self.visits[l] += 1
         return transition
@@ -349,7 +368,8 @@ class FASCycle:
         with self.meter.phase("accounting"):
             work = self.work_of(model)
         lr = self._lrs[l + 1]
-        level = Level(l + 1, model, self.make_optimizer(list(model.parameters()), lr), lr, work)
+        optimizer = self.make_optimizer(list(model.parameters()), lr)
+        level = Level(l + 1, model, optimizer, lr, work, runner=self.make_runner(model))
         if len(self.levels) > l + 1:
             self.levels[l + 1] = level
         else:

@@ -9,11 +9,15 @@ declarations, never against a concrete model (DESIGN.md §3).
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class Role(enum.Enum):
@@ -49,8 +53,57 @@ Layout = dict[str, tuple[AxisBinding, ...]]
 """Parameter name (as in `named_parameters`) -> its axis bindings; absent name = no group."""
 
 
+@contextlib.contextmanager
+def statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of `module` leave their running statistics and batch count as they
+    are (momentum 0 meanwhile)."""
+    layers = [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats and m.momentum
+    ]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, (momentum, count) in zip(layers, saved, strict=True):
+            layer.momentum = momentum
+            layer.num_batches_tracked.copy_(count)
+
+
 class WidthModel(nn.Module, abc.ABC):
-    """A model that declares its unit groups and can build itself at other group sizes."""
+    """A model that declares its unit groups and can build itself at other group sizes.
+
+    A model made of blocks runs each through `run_block`; with `checkpointing` on (see
+    `enable_checkpointing`) a training forward keeps only the blocks' inputs and recomputes
+    their activations in the backward pass (less memory, about one more forward of time).
+    """
+
+    has_blocks = False  # True where forward runs its blocks through `run_block`
+    checkpointing = False
+
+    def enable_checkpointing(self, on: bool = True) -> None:
+        """Turn per-block gradient checkpointing on or off (coarse models inherit it)."""
+        if on and not self.has_blocks:
+            raise ValueError(
+                f"checkpoint_blocks needs a model made of blocks (ResNet, transformer); "
+                f"{type(self).__name__} has none: set checkpoint_blocks=False"
+            )
+        self.checkpointing = on
+
+    def run_block(self, block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+        """block(*inputs), checkpointed when `checkpointing` is on in a training forward (the
+        recomputation leaves BatchNorm running statistics alone: each batch counts once)."""
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(
+                block,
+                *inputs,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), statistics_frozen(block)),
+            )
+        return block(*inputs)
 
     @abc.abstractmethod
     def group_sizes(self) -> dict[str, int]:

@@ -80,12 +80,13 @@ def reweight(transition: Transition, model: WidthModel, config: MultilevelConfig
 
 def build_model(template: WidthModel, sizes: dict[str, int]) -> WidthModel:
     """`template.resized(sizes)` on the template's device, dtype and memory format (e.g.
-    channels_last), without touching the global RNG (coarse parameters are overwritten by
-    restriction anyway)."""
+    channels_last), with its block checkpointing, without touching the global RNG (coarse
+    parameters are overwritten by restriction anyway)."""
     param = next(template.parameters())
     with torch.random.fork_rng(devices=[param.device] if param.is_cuda else []):
         model = template.resized(sizes)
     model = model.to(device=param.device, dtype=param.dtype).train(template.training)
+    model.checkpointing = template.checkpointing
     if is_channels_last(template):
         model = model.to(memory_format=torch.channels_last)
     return model

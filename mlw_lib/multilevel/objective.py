@@ -8,6 +8,7 @@ from functools import cached_property
 
 import torch
 
+from .. import distributed
 from .groups import WidthModel
 from .work import WorkMeter
 
@@ -26,6 +27,8 @@ class Level:
 
     `work` is the cost of one forward+backward minibatch in WU (1.0 on the fine level).
     `tau(batch)` returns v_l for that batch as {name: tensor} or None for v = 0.
+    Optimizer steps run the model through `runner` (default: the model itself; under
+    torchrun the model wrapped in DistributedDataParallel, compiled with `compile`).
     """
 
     index: int
@@ -38,6 +41,11 @@ class Level:
     steps: int = 0
     # (minibatch, grad F_l) of the last pre-smoothing step, kept for tau="last_step"
     last_step: tuple[tuple, Tensors] | None = field(default=None, repr=False)
+    runner: torch.nn.Module | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            self.runner = self.model
 
     @cached_property
     def named_parameters(self) -> tuple[tuple[str, torch.nn.Parameter], ...]:
@@ -51,10 +59,12 @@ class Level:
         self.steps += 1
 
     def pop_mean_loss(self) -> float | None:
-        """Mean plain loss since the last call (None if no steps), then reset."""
+        """Mean plain loss since the last call (None if no steps; the mean over ranks under
+        torchrun), then reset."""
         if self.steps == 0:
             return None
         mean = float(self.loss_sum) / self.steps
+        mean = distributed.total([mean])[0] / distributed.world_size()
         self.loss_sum, self.steps = None, 0
         return mean
 
@@ -78,9 +88,9 @@ def objective_backward(level: Level, batch: tuple, loss_fn: LossFn) -> torch.Ten
     Same maths as backpropagating `objective()`, whose gradient of -<v, x> is -v (the tests
     check the two agree), but v is subtracted in one fused `_foreach_sub_` after the backward
     pass instead of costing 2 autograd ops per parameter, which on a coarse level is a large
-    part of a step.
+    part of a step. Under torchrun the backward pass averages the gradient over ranks.
     """
-    plain = loss_fn(level.model, batch)
+    plain = loss_fn(level.runner, batch)
     plain.backward()
     v = level.tau(batch)
     if v is not None:
@@ -94,12 +104,14 @@ def objective_backward(level: Level, batch: tuple, loss_fn: LossFn) -> torch.Ten
 
 
 def loss_gradient(model: torch.nn.Module, batches: Sequence[tuple], loss_fn: LossFn) -> Tensors:
-    """Mean over `batches` of grad loss(x; b) at the model's current parameters."""
+    """Mean over `batches` of grad loss(x; b) at the model's current parameters (and over
+    ranks under torchrun: each rank's batches are its shards)."""
     names, params = zip(*model.named_parameters(), strict=True)
     total = [torch.zeros_like(p) for p in params]
     for batch in batches:
         for acc, g in zip(total, torch.autograd.grad(loss_fn(model, batch), params), strict=True):
             acc.add_(g)
+    distributed.average_(total)
     return {name: g / len(batches) for name, g in zip(names, total, strict=True)}
 
 

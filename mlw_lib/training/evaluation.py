@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import distributed
 from ..allocator import keep_freed_memory
 from ..models.registry import parameter_count
 from ..modes import in_mode
@@ -39,8 +40,12 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
+    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode (under torchrun
+    each rank evaluates its share of (x, y) and every rank gets the totals)."""
     keep_freed_memory()
+    count = len(x)
+    distributed.average_buffers(model)
+    x, y = distributed.shard((x, y))
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     with in_mode(model, training=False):
         for start in range(0, len(x), batch_size):
@@ -48,7 +53,8 @@ def evaluate(
             target = y[start : start + batch_size]
             loss += nn.functional.cross_entropy(logits, target, reduction="sum")
             correct += (logits.argmax(dim=1) == target).sum()
-    return float(loss) / len(x), float(correct) / len(x)
+    loss, correct = distributed.total([float(loss), float(correct)])
+    return loss / count, correct / count
 
 
 def calibration_batches(

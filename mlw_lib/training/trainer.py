@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..allocator import keep_freed_memory
 from ..checks import choice, flag, integer, number
 from ..data.augment import Augment
@@ -27,6 +28,7 @@ from .batches import BatchStream
 from .checkpoint import TrainingState, check_resumable, load_checkpoint, save_checkpoint
 from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
 
+AUTOCASTS = ("none", "bf16")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("cpu", "cuda", "mps")
@@ -52,6 +54,9 @@ class TrainConfig:
     crop_padding: int = 4  # augmentation: crop offset of up to this many pixels (0 = no crop)
     flip: bool = True  # augmentation: mirror left-right with probability 1/2
     channels_last: bool = False  # store images and conv weights NHWC (often faster on CPU)
+    autocast: str = "none"  # "bf16": training forwards in bfloat16 (weights, tau, transfers fp32)
+    compile: str = "none"  # torch.compile backend of the training steps, e.g. "inductor"
+    checkpoint_blocks: bool = False  # recompute block activations in backward: less memory
 
     def __post_init__(self) -> None:
         number("epochs", self.epochs, 0.0, open_low=True)
@@ -68,8 +73,18 @@ class TrainConfig:
         number("momentum", self.momentum, 0.0, 1.0, open_high=True)
         number("weight_decay", self.weight_decay, 0.0)
         number("warmup", self.warmup, 0.0, 1.0, open_high=True)
-        for name in ("augment", "flip", "channels_last"):
+        for name in ("augment", "flip", "channels_last", "checkpoint_blocks"):
             flag(name, getattr(self, name))
+        choice("autocast", self.autocast, AUTOCASTS)
+        if self.compile != "none":
+            from torch import _dynamo  # only when asked for: slow to import
+
+            if self.compile not in _dynamo.list_backends(exclude_tags=()):
+                shown = ", ".join(["eager", "aot_eager", *_dynamo.list_backends()])
+                raise ValueError(
+                    f"compile must be 'none' or a torch.compile backend ({shown}), "
+                    f"got {self.compile!r}"
+                )
         try:
             known = isinstance(self.device, str) and torch.device(self.device).type in DEVICES
         except RuntimeError:
@@ -117,6 +132,30 @@ class TrainConfig:
                 f"per level), got {self.lr!r}"
             )
         return [float(lr) for lr in lrs]
+
+    def loss_function(self) -> Callable[[nn.Module, tuple], torch.Tensor]:
+        """The training loss: `classification_loss`, with `autocast` "bf16" its forward pass
+        under bfloat16 autocast (parameters and their gradients stay fp32)."""
+        if self.autocast == "none":
+            return classification_loss
+        device_type = torch.device(self.device).type
+
+        def loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return classification_loss(model, batch)
+
+        return loss
+
+    def runner_factory(self) -> Callable[[nn.Module], nn.Module]:
+        """`make(model)`: what a level's optimizer steps call: the model (under torchrun in
+        DistributedDataParallel), compiled with the `compile` backend unless "none"."""
+        if self.compile == "none":
+            return distributed.replicate
+
+        def make(model: nn.Module) -> nn.Module:
+            return torch.compile(distributed.replicate(model), backend=self.compile)
+
+        return make
 
     def optimizer_factory(self) -> Callable[[list[nn.Parameter], float], torch.optim.Optimizer]:
         """`make(params, lr)`; uses PyTorch's fused kernels (CPU and CUDA) for speed."""
@@ -193,17 +232,23 @@ def train(
     uninterrupted run; it refuses a checkpoint written with other settings (see
     `check_resumable`) or a missing one. A NaN/inf loss or evaluation raises
     NonFiniteLossError; no checkpoint is written from such a state.
+
+    Under torchrun (`mlw_lib.distributed`) every rank calls this with the same arguments:
+    each trains on its share of every minibatch, and rank 0 alone writes the checkpoint.
     """
     multilevel = multilevel or MultilevelConfig()
     multilevel.check_takes_steps()
     keep_freed_memory()  # no page faults for each step's large tensors
     device = torch.device(config.device)
     model = model.to(device).train()
+    if config.checkpoint_blocks:
+        model.enable_checkpointing()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     x_train, y_train = config.place(data.x_train, device), data.y_train.to(device)
     x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
     check_data(model, (x_train, y_train), (x_test, y_test))
+    distributed.check_batch_size(config.batch_size)
     stream = BatchStream(x_train, y_train, config.batch_size, config.seed, config.batch_transform())
     example = (x_train[: config.batch_size], y_train[: config.batch_size])
     flops_cache: dict[tuple, float] = {}
@@ -220,10 +265,11 @@ def train(
         multilevel,
         config.optimizer_factory(),
         config.level_lrs(multilevel.levels),
-        classification_loss,
-        stream.next,
+        config.loss_function(),
+        lambda: distributed.shard(stream.next()),  # under torchrun: this rank's share
         meter,
         lambda m: flops_of(m) / meter.flops_per_wu,
+        config.runner_factory(),
     )
     fas.coarse_stage.budget = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
     if (
@@ -272,6 +318,7 @@ def train(
         unit="WU",
         desc=description,
         leave=False,
+        **distributed.progress_options(),
     )
     with bar:
         while meter.work_units < budget - 1e-9:
@@ -303,7 +350,7 @@ def train(
             state.rows.append(row)
             while state.next_eval <= meter.work_units + 1e-9:
                 state.next_eval += eval_step
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and distributed.is_main():
                 save_checkpoint({**state.state_dict(), "config": run_config}, checkpoint_path)
                 saved_at = meter.work_units
     if product is None:  # resumed from a finished run: no evaluation happened here
