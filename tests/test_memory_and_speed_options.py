@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import tiny_transformer, tokens, toy_dataset
 
+from mlw_lib import distributed
 from mlw_lib.models import MLP, ResNet
 from mlw_lib.multilevel import MultilevelConfig
 from mlw_lib.reproducibility import seed_everything
@@ -124,3 +125,28 @@ def test_checkpoint_blocks_reaches_every_level_and_refuses_a_net_without_blocks(
     assert all(level.model.checkpointing for level in result.cycle.levels)
     with refusals.error("checkpoint_blocks=True for an MLP", ValueError, "made of blocks"):
         train(MLP(12, [16, 8], 4), toy_dataset(), config)
+
+
+def test_sync_batchnorm_swaps_every_levels_batchnorm_and_alone_trains_as_plain_batchnorm():
+    data = images()
+    results = []
+    for sync in (False, True):
+        seed_everything(0)
+        config = TrainConfig(epochs=2, batch_size=8, sync_batchnorm=sync)
+        model = ResNet([6, 8], [1, 1], in_channels=1, num_classes=4)
+        results.append(train(model, data, config, MultilevelConfig(levels=2)))
+    plain, synced = results
+    for result, kind in ((plain, torch.nn.BatchNorm2d), (synced, torch.nn.SyncBatchNorm)):
+        for level in result.cycle.levels:
+            norms = [m for m in level.model.modules() if "BatchNorm" in type(m).__name__]
+            assert norms and all(type(m) is kind for m in norms)
+    np.testing.assert_allclose(plain.history["train_loss"], synced.history["train_loss"])
+    np.testing.assert_allclose(plain.history["test_accuracy"], synced.history["test_accuracy"])
+
+
+def test_sync_batchnorm_on_cpu_processes_is_refused(monkeypatch: pytest.MonkeyPatch, refusals):
+    monkeypatch.setattr(distributed, "active", lambda: True)  # as under torchrun with gloo
+    config = TrainConfig(epochs=1, batch_size=8, sync_batchnorm=True)
+    model = ResNet([6, 8], [1, 1], in_channels=1, num_classes=4)
+    with refusals.error("sync_batchnorm=True on CPU processes", ValueError, "needs GPUs"):
+        train(model, images(), config)

@@ -57,6 +57,7 @@ class TrainConfig:
     autocast: str = "none"  # "bf16": training forwards in bfloat16 (weights, tau, transfers fp32)
     compile: str = "none"  # torch.compile backend of the training steps, e.g. "inductor"
     checkpoint_blocks: bool = False  # recompute block activations in backward: less memory
+    sync_batchnorm: bool = False  # torchrun on GPUs: BN batch statistics over all ranks
 
     def __post_init__(self) -> None:
         number("epochs", self.epochs, 0.0, open_low=True)
@@ -73,7 +74,7 @@ class TrainConfig:
         number("momentum", self.momentum, 0.0, 1.0, open_high=True)
         number("weight_decay", self.weight_decay, 0.0)
         number("warmup", self.warmup, 0.0, 1.0, open_high=True)
-        for name in ("augment", "flip", "channels_last", "checkpoint_blocks"):
+        for name in ("augment", "flip", "channels_last", "checkpoint_blocks", "sync_batchnorm"):
             flag(name, getattr(self, name))
         choice("autocast", self.autocast, AUTOCASTS)
         if self.compile != "none":
@@ -148,12 +149,15 @@ class TrainConfig:
 
     def runner_factory(self) -> Callable[[nn.Module], nn.Module]:
         """`make(model)`: what a level's optimizer steps call: the model (under torchrun in
-        DistributedDataParallel), compiled with the `compile` backend unless "none"."""
-        if self.compile == "none":
-            return distributed.replicate
+        DistributedDataParallel), compiled with the `compile` backend unless "none". With
+        `sync_batchnorm` the model's BatchNorm layers become `nn.SyncBatchNorm` first (in
+        place: same parameters and buffers; alone in a process they act as plain BN)."""
 
         def make(model: nn.Module) -> nn.Module:
-            return torch.compile(distributed.replicate(model), backend=self.compile)
+            if self.sync_batchnorm:
+                nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            runner = distributed.replicate(model)
+            return runner if self.compile == "none" else torch.compile(runner, backend=self.compile)
 
         return make
 
@@ -249,6 +253,11 @@ def train(
     x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
     check_data(model, (x_train, y_train), (x_test, y_test))
     distributed.check_batch_size(config.batch_size)
+    if config.sync_batchnorm and distributed.active() and device.type != "cuda":
+        raise ValueError(
+            "sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm runs on CUDA devices only; "
+            "set sync_batchnorm=False for CPU processes (each rank then normalises its share)"
+        )
     stream = BatchStream(x_train, y_train, config.batch_size, config.seed, config.batch_transform())
     example = (x_train[: config.batch_size], y_train[: config.batch_size])
     flops_cache: dict[tuple, float] = {}
