@@ -26,10 +26,11 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from .. import distributed, tracking
+from ..__main__ import collect_parameters
 from ..experiments import check_plan, compare, slug
 from ..frontier import budget_name
 from ..multilevel import MultilevelConfig
-from ..notebooks.parameters import load_parameter_file, load_yaml
+from ..notebooks.parameters import load_parameter_file
 from ..paths import runs_dir
 from ..tasks import build_task_model, load_task_data
 from ..training import TrainConfig
@@ -73,7 +74,7 @@ def parameters(argv: list[str] | None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     given = load_parameter_file(args.parameter_file) if args.parameter_file else {}
-    return {**DEFAULTS, **given, **{k: load_yaml(v) for k, v in args.parameter}}
+    return {**DEFAULTS, **given, **collect_parameters(args.parameter)}
 
 
 def methods_of(params: dict[str, Any]) -> dict[str, MultilevelConfig]:
@@ -88,7 +89,6 @@ def train_one(params: dict[str, Any]) -> None:
     """Join the process group, train, and (rank 0) log and report."""
     device = distributed.start(params["backend"], str(params.get("device", "cpu")))
     train_config = TrainConfig.from_params(params, other=set(DEFAULTS), device=str(device))
-    distributed.check_batch_size(train_config.batch_size)
     methods = methods_of(params)
     seed = params["seed"]
     check_plan(train_config, methods, [seed])
