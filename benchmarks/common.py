@@ -74,6 +74,7 @@ def run(bench: Bench, doc: str, script: str) -> None:
     data = bench.load(args.quick)
     train_run = functools.partial(train_once, bench, data, args.device)
     if args.memory_run:  # a child process of memory_section: one epoch, then exit
+        allocator._done.append(False)  # glibc's default malloc: RSS follows the live tensors
         train_run(args.memory_run, checkpointed=args.checkpointed)
         return
     if args.glibc_malloc:  # a child process of allocator_section: print one run's seconds
@@ -340,7 +341,9 @@ def memory_section(
     script: str, args: argparse.Namespace, target: float, blocks: bool
 ) -> tuple[dict, list]:
     """(c) Peak RSS of one-epoch runs with 1, 2 and 3 levels, and (`blocks`) with 1 and 2
-    levels with per-block gradient checkpointing, each in a fresh `script` process."""
+    levels with per-block gradient checkpointing, each in a fresh `script` process with glibc's
+    default malloc: a heap that keeps freed memory (mlw_lib.allocator) peaks at its most
+    fragmented state, which hides what checkpointing frees."""
     argv = [*child_argv(script, args), "--memory-run"]
     runs = {f"{n} level{'s' * (n > 1)}": [str(n)] for n in (1, 2, 3)}
     if blocks:
