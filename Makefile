@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper what-pays bad-inputs mlflow-screenshot
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper what-pays regression bad-inputs mlflow-screenshot
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ paper: data
 what-pays: data
 	for params in params/paper/06_what_pays*.yaml; do \
 		MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run 06 -f $$params || exit 1; \
+	done
+
+# Regression on PDE data: notebook 07 on Darcy (FC, CNN) and Poisson (params/paper/07_*.yaml),
+# figures and results.md into figures/paper/07_regression_pde/<problem>_<net>/.
+regression: $(STAMP)
+	for params in params/paper/07_regression_pde*.yaml; do \
+		MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run 07 -f $$params || exit 1; \
 	done
 
 # The table of bad inputs and faults (results/bad_inputs.md), written by the tests that try them.

@@ -2,8 +2,8 @@
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
 `mlw.distributed` (torchrun),
-`mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.tasks`, `mlw.variants`,
-`mlw.baselines`, `mlw.tracking`,
+`mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.worst_case`, `mlw.tasks`,
+`mlw.variants`, `mlw.baselines`, `mlw.tracking`,
 `mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is
 imported on first access, so `import mlw_lib` and `python -m mlw_lib list` do not pay for
 torch, MLflow, papermill or seaborn.
@@ -32,6 +32,7 @@ __all__ = [
     "training",
     "variants",
     "viz",
+    "worst_case",
 ]
 
 

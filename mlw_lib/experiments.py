@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 
 from . import distributed, tracking
 from .checks import integer, number
-from .frontier import final_rows
+from .frontier import final_rows, higher_is_better
 from .multilevel import MultilevelConfig, WidthModel, forward_backward_flops
 from .notebooks.executions import CHECKPOINT_ENV
 from .reproducibility import CpuContention, seed_everything
-from .training import TrainConfig, TrainResult, classification_loss, train
+from .training import LOSSES, TrainConfig, TrainResult, train
 
 
 def method_name(config: MultilevelConfig) -> str:
@@ -171,11 +171,9 @@ def compare(
             raise ValueError(f"{what} for unknown methods {unknown}; methods are {list(methods)}")
     for name, fraction in budgets.items():
         number(f"budget of {name!r}", fraction, 0, 1, open_low=True)
-    reference = minibatch_flops(make_model(), data, train_config.batch_size) if models else 0.0
-    flops = {
-        name: minibatch_flops(build(), data, train_config.batch_size)
-        for name, build in models.items()
-    }
+    batch, loss = train_config.batch_size, train_config.loss
+    reference = minibatch_flops(make_model(), data, batch, loss) if models else 0.0
+    flops = {name: minibatch_flops(build(), data, batch, loss) for name, build in models.items()}
     frames, hierarchies, results = [], {}, {}
     runs = interleaved(list(methods), seeds)
     tracked = parent_run_id is not None or mlflow.active_run() is not None
@@ -293,10 +291,11 @@ def interleaved(methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str,
     return order
 
 
-def minibatch_flops(model: WidthModel, data, batch_size: int) -> float:
-    """FLOPs of one forward + backward pass of `model` on the first training minibatch."""
+def minibatch_flops(model: WidthModel, data, batch_size: int, loss: str = "cross_entropy") -> float:
+    """FLOPs of one forward + backward pass (with `LOSSES[loss]`) of `model` on the first
+    training minibatch."""
     x, y = data.x_train[:batch_size], data.y_train[:batch_size]
-    return float(forward_backward_flops(model.to(x.device), (x, y), classification_loss))
+    return float(forward_backward_flops(model.to(x.device), (x, y), LOSSES[loss]))
 
 
 def verdict(
@@ -304,9 +303,10 @@ def verdict(
 ) -> str:
     """Plain sentences comparing every method with `baseline` at equal work and equal time.
 
-    A difference counts as "better"/"worse" only when it exceeds two standard errors of the
-    difference of the means (sqrt(s1^2/n1 + s2^2/n2), seeds as samples); otherwise it is
-    "no clear difference". With one seed per method nothing is called better or worse.
+    A difference counts as "better"/"worse" (higher accuracy, lower loss or error) only when
+    it exceeds two standard errors of the difference of the means (sqrt(s1^2/n1 + s2^2/n2),
+    seeds as samples); otherwise it is "no clear difference". With one seed per method
+    nothing is called better or worse.
     """
     lines = []
     for label, table in (
@@ -327,7 +327,7 @@ def verdict(
                     "no clear difference"
                     if abs(diff) <= 2 * error
                     else "better"
-                    if diff > 0
+                    if (diff > 0) == higher_is_better(metric)
                     else "worse"
                 )
             lines.append(

@@ -22,6 +22,11 @@ FRONTIER_FRACTIONS = (0.4, 0.55, 0.7, 1.0)  # budgets of the frontier's single-l
 CLOCKS = ("wall_time", "work_units", "flops")
 
 
+def higher_is_better(metric: str) -> bool:
+    """True for an accuracy column; False for a loss or an error (e.g. `test_linf`)."""
+    return metric.endswith("accuracy")
+
+
 def budget_name(fraction: float) -> str:
     """'single-level' for the full budget, e.g. 'single-level, 0.55 budget' otherwise."""
     return SINGLE if fraction == 1 else f"{SINGLE}, {fraction:g} budget"

@@ -3,6 +3,7 @@
 the `lr` list (one per level), not part of a variant.
 
     fas                  the V-cycle as DESIGN.md §4.5 defines it (tau once per cycle)
+    no_tau               the V-cycle without the tau correction (tau="none")
     near_free_tau        tau from the last pre-smoothing step's gradient (tau="last_step")
     safeguarded          each correction cut to 1, 1/2, 1/4 or 0 by the held-out loss
     coarse_heavy         W-cycles, twice the minibatches and two passes on the coarsest level
@@ -25,6 +26,7 @@ from .multilevel import MultilevelConfig
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fas": {},
+    "no_tau": {"tau": "none"},
     "near_free_tau": {"tau": "last_step"},
     "safeguarded": {"correction_search": True},
     "coarse_heavy": {"cycle": "W", "coarse_passes": 2, "coarse_batches_per_phase": 8},

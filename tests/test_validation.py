@@ -282,7 +282,7 @@ def labelled(x: torch.Tensor, y: torch.Tensor) -> SimpleNamespace:
         (
             "train with fewer labels than inputs",
             labelled(torch.randn(64, 784), torch.zeros(60, dtype=torch.int64)),
-            "train labels must be one integer per input: 64 inputs, labels of shape",
+            "train split: 64 inputs but 60 targets",
         ),
     ],
 )

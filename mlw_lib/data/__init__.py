@@ -1,17 +1,19 @@
 """Datasets as in-memory tensors, loaded from md5-verified files in the data root (copied from
-`$MLW_DATA_MIRROR` or downloaded): images through torchvision, IMDB reviews as token ids.
+`$MLW_DATA_MIRROR` or downloaded): images through torchvision, IMDB reviews as token ids, and
+generated PDE regression data (Darcy, Poisson; cached with a sha256 manifest).
 `load_dataset(name, **kwargs)` dispatches by name; every dataset's `info.describe()` says
 which data were loaded."""
 
 from collections.abc import Callable
 
+from mlw_lib.data import imdb
 from mlw_lib.data.augment import Augment, random_crop_flip
 from mlw_lib.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset
 from mlw_lib.data.files import MIRROR_ENV, ChecksumError, DataUnavailableError, mirror_dir
-from mlw_lib.data import imdb
 from mlw_lib.data.imdb import load_imdb
 from mlw_lib.data.mnist import load_fashion_mnist, load_mnist
+from mlw_lib.data.pde import load_darcy, load_pde, load_poisson
 
 IMAGES = ("mnist", "fashion_mnist", "cifar10")
 LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
@@ -19,6 +21,8 @@ LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "imdb": load_imdb,
+    "darcy": load_darcy,
+    "poisson": load_poisson,
 }
 
 
@@ -42,11 +46,14 @@ __all__ = [
     "DatasetInfo",
     "InMemoryDataset",
     "load_cifar10",
+    "load_darcy",
     "load_dataset",
     "load_fashion_mnist",
     "imdb",
     "load_imdb",
     "load_mnist",
+    "load_pde",
+    "load_poisson",
     "mirror_dir",
     "random_crop_flip",
 ]

@@ -3,17 +3,21 @@
 from .convnet import ConvNet
 from .mgnet import MgNet
 from .mlp import MLP
-from .registry import CNN_MODELS, build_cnn, parameter_count
+from .registry import CNN_MODELS, PDE_NETS, build_cnn, build_pde_net, parameter_count
 from .resnet import ResNet
+from .strided import StridedConvNet
 from .transformer import TransformerClassifier
 
 __all__ = [
     "CNN_MODELS",
     "MLP",
+    "PDE_NETS",
     "ConvNet",
     "MgNet",
     "ResNet",
+    "StridedConvNet",
     "TransformerClassifier",
     "build_cnn",
+    "build_pde_net",
     "parameter_count",
 ]

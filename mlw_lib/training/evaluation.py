@@ -36,6 +36,16 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
     return nn.functional.cross_entropy(model(x), y)
 
 
+def regression_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error of `model(x)` (N, outputs) against targets y (N, outputs)."""
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+LOSSES = {"cross_entropy": classification_loss, "mse": regression_loss}
+PERCENTILES = {"linf_p99": 0.99, "linf_p999": 0.999}  # of the per-sample max |error|
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
@@ -55,6 +65,65 @@ def evaluate(
             correct += (logits.argmax(dim=1) == target).sum()
     loss, correct = distributed.total([float(loss), float(correct)])
     return loss / count, correct / count
+
+
+@torch.no_grad()
+def regression_errors(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    y_scale: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Errors of `model` on (x, y (N, outputs)) in eval mode: "loss", the MSE of the stored
+    (normalised) targets; in original units (y * std + mean with `y_scale` = (mean, std)):
+    "mse", "rel_l2" (mean over samples of |error|_2 / |y|_2), "linf" (the largest |error| of
+    any output of any sample) and its percentiles over samples (`PERCENTILES`). Under
+    torchrun each rank evaluates its share and every rank gets the totals."""
+    keep_freed_memory()
+    count, outputs = len(x), y[0].numel()
+    distributed.average_buffers(model)
+    x, y = distributed.shard((x, y))
+    mean, std = (0.0, 1.0) if y_scale is None else (t.to(y.device) for t in y_scale)
+    squares, original_squares, relative, worst = 0.0, 0.0, 0.0, []
+    with in_mode(model, training=False):
+        for start in range(0, len(x), batch_size):
+            target = y[start : start + batch_size]
+            error = model(x[start : start + batch_size]) - target
+            squares += float(error.square().sum())
+            error, truth = (error * std).flatten(1), (target * std + mean).flatten(1)
+            original_squares += float(error.square().sum())
+            relative += float((error.norm(dim=1) / truth.norm(dim=1)).sum())
+            worst.append(error.abs().amax(dim=1).cpu())
+    squares, original_squares, relative = distributed.total([squares, original_squares, relative])
+    worst = torch.cat(distributed.gather(torch.cat(worst)))
+    metrics = {
+        "loss": squares / (count * outputs),
+        "mse": original_squares / (count * outputs),
+        "rel_l2": relative / count,
+        "linf": float(worst.max()),
+    }
+    return metrics | {k: float(torch.quantile(worst.double(), q)) for k, q in PERCENTILES.items()}
+
+
+def test_metrics(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    loss: str = "cross_entropy",
+    y_scale: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """{"loss", "accuracy"} (`loss` "cross_entropy") or `regression_errors` ("mse")."""
+    if loss == "mse":
+        return regression_errors(model, x, y, batch_size, y_scale)
+    test_loss, accuracy = evaluate(model, x, y, batch_size)
+    return {"loss": test_loss, "accuracy": accuracy}
+
+
+def forward_only(model: nn.Module, batch: tuple) -> torch.Tensor:
+    """model(x) of a batch (x, y): what re-estimating BN statistics needs."""
+    return model(batch[0])
 
 
 def calibration_batches(
@@ -95,7 +164,7 @@ def restricted_models(
         assign_params(coarse, restricted)
         devices = [p.device for p in coarse.parameters() if p.is_cuda][:1]
         with torch.random.fork_rng(devices=devices):  # evaluating never moves training's RNG
-            recalibrate(coarse, batches, classification_loss)
+            recalibrate(coarse, batches, forward_only)
         models.append(coarse.eval())
     return models
 
@@ -128,19 +197,17 @@ def evaluate_levels(
     x_test: torch.Tensor,
     y_test: torch.Tensor,
     batch_size: int = 4096,
+    loss: str = "cross_entropy",
+    y_scale: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> pd.DataFrame:
-    """Test loss and accuracy of every level's network (`models[l]` is level l, e.g. from
+    """Test metrics (`test_metrics`: loss and accuracy, or the regression errors with `loss`
+    "mse") of every level's network (`models[l]` is level l, e.g. from
     `restricted_hierarchy`), with its widths and parameter count: one row per level."""
     rows = []
     for level, model in enumerate(models):
-        loss, accuracy = evaluate(model, x_test, y_test, batch_size)
+        metrics = test_metrics(model, x_test, y_test, batch_size, loss, y_scale)
         rows.append(
-            {
-                "level": level,
-                "widths": model.group_sizes(),
-                "parameters": parameter_count(model),
-                "test_loss": loss,
-                "test_accuracy": accuracy,
-            }
+            {"level": level, "widths": model.group_sizes(), "parameters": parameter_count(model)}
+            | {f"test_{name}": value for name, value in metrics.items()}
         )
     return pd.DataFrame(rows)

@@ -26,7 +26,7 @@ from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forw
 from ..multilevel.cycle import NonFiniteLossError
 from .batches import BatchStream
 from .checkpoint import TrainingState, check_resumable, load_checkpoint, save_checkpoint
-from .evaluation import calibration_batches, classification_loss, evaluate, restricted_models
+from .evaluation import LOSSES, calibration_batches, restricted_models, test_metrics
 
 AUTOCASTS = ("none", "bf16")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -58,6 +58,7 @@ class TrainConfig:
     compile: str = "none"  # torch.compile backend of the training steps, e.g. "inductor"
     checkpoint_blocks: bool = False  # recompute block activations in backward: less memory
     sync_batchnorm: bool = False  # torchrun on GPUs: BN batch statistics over all ranks
+    loss: str = "cross_entropy"  # "cross_entropy" (integer labels) or "mse" (float targets)
 
     def __post_init__(self) -> None:
         number("epochs", self.epochs, 0.0, open_low=True)
@@ -77,6 +78,7 @@ class TrainConfig:
         for name in ("augment", "flip", "channels_last", "checkpoint_blocks", "sync_batchnorm"):
             flag(name, getattr(self, name))
         choice("autocast", self.autocast, AUTOCASTS)
+        choice("loss", self.loss, tuple(LOSSES))
         if self.compile != "none":
             from torch import _dynamo  # only when asked for: slow to import
 
@@ -135,15 +137,16 @@ class TrainConfig:
         return [float(lr) for lr in lrs]
 
     def loss_function(self) -> Callable[[nn.Module, tuple], torch.Tensor]:
-        """The training loss: `classification_loss`, with `autocast` "bf16" its forward pass
-        under bfloat16 autocast (parameters and their gradients stay fp32)."""
+        """The training loss `LOSSES[loss]`, with `autocast` "bf16" its forward pass under
+        bfloat16 autocast (parameters and their gradients stay fp32)."""
+        plain = LOSSES[self.loss]
         if self.autocast == "none":
-            return classification_loss
+            return plain
         device_type = torch.device(self.device).type
 
         def loss(model: nn.Module, batch: tuple) -> torch.Tensor:
             with torch.autocast(device_type, dtype=torch.bfloat16):
-                return classification_loss(model, batch)
+                return plain(model, batch)
 
         return loss
 
@@ -251,7 +254,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     x_train, y_train = config.place(data.x_train, device), data.y_train.to(device)
     x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
-    check_data(model, (x_train, y_train), (x_test, y_test))
+    check_data(model, config.loss, (x_train, y_train), (x_test, y_test))
     distributed.check_batch_size(config.batch_size)
     if config.sync_batchnorm and distributed.active() and device.type != "cuda":
         raise ValueError(
@@ -265,7 +268,7 @@ def train(
     def flops_of(m: WidthModel) -> float:
         key = tuple(sorted(m.group_sizes().items()))
         if key not in flops_cache:
-            flops_cache[key] = forward_backward_flops(m, example, classification_loss)
+            flops_cache[key] = forward_backward_flops(m, example, LOSSES[config.loss])
         return flops_cache[key]
 
     meter = WorkMeter(flops_of(model), device)
@@ -288,6 +291,11 @@ def train(
     ):
         fas.monitor_batch = monitor_batch(data, config, device)
     calibration = calibration_batches(x_train, y_train, config.batch_size)
+    y_scale = getattr(data, "y_scale", None)
+
+    def measure(net: WidthModel) -> dict[str, float]:
+        """Test metrics of `net` (see `test_metrics`)."""
+        return test_metrics(net, x_test, y_test, config.eval_batch_size, config.loss, y_scale)
 
     def model_of_interest() -> WidthModel:
         """The fine net (during a coarse-first stage the coarse net being trained, which holds
@@ -320,7 +328,7 @@ def train(
     product: WidthModel | None = None  # the model of interest at the last evaluation
     if not state.rows:  # the curve's start: the initial net, at zero work and zero time
         start = model if multilevel.model_level == 0 else None  # R^m x needs operators
-        state.rows.append(_metrics_row(fas, meter, stream, start, (x_test, y_test), config))
+        state.rows.append(_metrics_row(fas, meter, stream, start, measure))
     bar = tqdm(
         total=math.ceil(budget),
         initial=int(meter.work_units),
@@ -351,7 +359,7 @@ def train(
             if meter.work_units < state.next_eval - 1e-9 and not finished:
                 continue
             product = model_of_interest()
-            row = _metrics_row(fas, meter, stream, product, (x_test, y_test), config)
+            row = _metrics_row(fas, meter, stream, product, measure)
             bad = [k for k in ("test_loss", "fine_test_loss") if not math.isfinite(row.get(k, 0))]
             if bad:  # a net that evaluates to NaN/inf is never checkpointed
                 stop = NonFiniteStop(fas, stream, meter, checkpoint_path, saved_at)
@@ -368,18 +376,35 @@ def train(
 
 
 @torch.no_grad()
-def check_data(model: nn.Module, *splits: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Refuse data the model cannot train on, before any work: each (x, y) split needs one
-    integer label per input, and labels in 0 .. (the model's outputs - 1). The model's
-    forward on one input also checks the input shape (without randomness: eval mode)."""
+def check_data(model: nn.Module, loss: str, *splits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Refuse data the model cannot train on with `loss`, before any work: "cross_entropy"
+    needs one integer label per input in 0 .. (the model's outputs - 1); "mse" needs float
+    targets (N, outputs) shaped like the model's output. The model's forward on one input
+    also checks the input shape (without randomness: eval mode)."""
     with in_mode(model, training=False):
-        classes = model(splits[0][0][:1]).shape[-1]
+        out = model(splits[0][0][:1])
     for name, (x, y) in zip(("train", "test"), splits, strict=False):
-        if y.dim() != 1 or len(y) != len(x) or y.is_floating_point() or not len(y):
+        if not len(y) or len(y) != len(x):
+            raise ValueError(f"{name} split: {len(x)} inputs but {len(y)} targets")
+        if loss == "mse":
+            if not y.is_floating_point() or tuple(y.shape[1:]) != tuple(out.shape[1:]):
+                raise ValueError(
+                    f"loss 'mse' needs float targets shaped like the model's output "
+                    f"(N, {', '.join(map(str, out.shape[1:]))}); the {name} targets have shape "
+                    f"{tuple(y.shape)} and dtype {y.dtype}"
+                    + (
+                        "; integer class labels train with loss='cross_entropy'"
+                        * (not y.is_floating_point())
+                    )
+                )
+            continue
+        if y.dim() != 1 or y.is_floating_point():
             raise ValueError(
                 f"{name} labels must be one integer per input: {len(x)} inputs, labels of "
                 f"shape {tuple(y.shape)} and dtype {y.dtype}"
+                + ("; float regression targets train with loss='mse'" * y.is_floating_point())
             )
+        classes = out.shape[-1]
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise ValueError(
@@ -406,16 +431,12 @@ def _metrics_row(
     meter: WorkMeter,
     stream: BatchStream,
     product: WidthModel | None,
-    test: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
+    measure: Callable[[WidthModel], dict[str, float]],
 ) -> dict:
-    """One evaluation: work, time, test metrics of the model of interest (NaN when it does
-    not exist yet), of the fine net when that is another level, per-level training losses
-    (NaN before the first step), seconds per phase."""
+    """One evaluation: work, time, test metrics (`measure`) of the model of interest (NaN
+    when it does not exist yet) and of the fine net when that is another level, per-level
+    training losses (NaN before the first step), seconds per phase."""
     nan = float("nan")
-    test_loss, test_accuracy = (
-        (nan, nan) if product is None else evaluate(product, *test, config.eval_batch_size)
-    )
     row = {
         "epoch": meter.work_units / stream.batches_per_epoch,
         "work_units": meter.work_units,
@@ -423,14 +444,15 @@ def _metrics_row(
         "wall_time": meter.wall_time,
         "data_epochs": stream.data_epochs,
         "cycles": fas.cycles_done,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
     }
     fine = fas.levels[0].model
-    if product is not fine:
-        row["fine_test_loss"], row["fine_test_accuracy"] = evaluate(
-            fine, *test, config.eval_batch_size
-        )
+    fine_metrics = measure(fine)
+    if product is fine:
+        row |= {f"test_{name}": value for name, value in fine_metrics.items()}
+    else:
+        metrics = {k: nan for k in fine_metrics} if product is None else measure(product)
+        row |= {f"test_{name}": value for name, value in metrics.items()}
+        row |= {f"fine_test_{name}": value for name, value in fine_metrics.items()}
     for level in fas.levels:
         loss = level.pop_mean_loss()
         row[f"level{level.index}_loss"] = nan if loss is None else loss

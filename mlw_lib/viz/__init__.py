@@ -18,6 +18,7 @@ from mlw_lib.viz.curves import (
     results_table,
 )
 from mlw_lib.viz.feature_maps import feature_maps, first_normalized_layer, plot_merged_channels
+from mlw_lib.viz.fields import plot_field_rows
 from mlw_lib.viz.figures import markdown_table, save_figure, save_results
 from mlw_lib.viz.frontier import plot_frontier
 from mlw_lib.viz.hierarchy import hierarchy_frame, plot_hierarchy_widths
@@ -55,6 +56,7 @@ __all__ = [
     "hierarchy_frame",
     "is_single_level",
     "method_palette",
+    "plot_field_rows",
     "plot_frontier",
     "plot_hierarchy_widths",
     "plot_level_knowledge",

@@ -25,6 +25,11 @@ AXIS_LABELS = {
     "test_accuracy": "test accuracy",
     "train_accuracy": "train accuracy",
     "test_loss": "test loss",
+    "test_mse": "test mean squared error",
+    "test_rel_l2": "test relative L2 error (mean)",
+    "test_linf": "test L∞ error (worst sample)",
+    "test_linf_p99": "99th percentile of the max error",
+    "test_linf_p999": "99.9th percentile of the max error",
     "train_loss": "train loss",
     "lr": "learning rate",
 }
