@@ -18,6 +18,7 @@ from mlw_lib.reproducibility import environment_info, seed_everything
 from mlw_lib.viz import (
     SINGLE_LEVEL_COLOR,
     method_palette,
+    plot_field_rows,
     plot_hierarchy_widths,
     plot_metric,
     plot_metric_panels,
@@ -258,3 +259,21 @@ def test_environment_info_keys() -> None:
     assert info["torch_threads"] == str(torch.get_num_threads())
     assert info["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert environment_info("cpu")["device"] == "cpu"
+
+
+def test_plot_field_rows_shares_one_symmetric_range_among_a_rows_errors() -> None:
+    grid = np.arange(16.0).reshape(4, 4)
+    rows = [
+        {"kappa": grid, "A error": grid - 3, "B error": 0.5 * grid},
+        {"kappa": grid, "A error": -grid},
+    ]
+    fig = plot_field_rows(rows, ["worst", "second"], "worst samples")
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 5
+    first_row_errors = [image.get_clim() for image in images[1:3]]
+    assert first_row_errors == [(-12.0, 12.0), (-12.0, 12.0)]  # |grid - 3| peaks at 12
+    assert images[4].get_clim() == (-15.0, 15.0)
+    assert images[0].get_cmap().name == "viridis" and images[1].get_cmap().name == "RdBu_r"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one label per row"):
+        plot_field_rows(rows, ["only one"])

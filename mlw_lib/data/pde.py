@@ -46,7 +46,7 @@ import torch
 from scipy.sparse.linalg import splu
 from tqdm.auto import tqdm
 
-from mlw_lib.checks import flag
+from mlw_lib.checks import choice, flag
 from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset, subset_sizes
 from mlw_lib.data.files import ChecksumError, Files
 
@@ -200,7 +200,7 @@ def gaussian_field(
 def conductivity(rng: np.random.Generator, n: int, field: str = "two_phase") -> np.ndarray:
     """kappa (n, n) from one Gaussian random field draw: "two_phase" 12 where it is >= 0 else
     3, "lognormal" its exponential."""
-    _choice("field", field, FIELDS)
+    choice("field", field, FIELDS)
     values = gaussian_field(rng, n)
     if field == "lognormal":
         return np.exp(values)
@@ -437,11 +437,6 @@ def pde_arrays(
 # --- the loader -----------------------------------------------------------------------------
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
-
-
 def _integer(name: str, value: object, minimum: int, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} ({hint}), got {value!r}")
@@ -458,10 +453,10 @@ def _settings(
     problem: object, field: object, n: object, samples: object, seed: object, workers: object
 ) -> tuple[str, str, int, int, int]:
     """The checked (problem, field, n, samples, seed), with the defaults filled in."""
-    _choice("problem", problem, PROBLEMS)
+    choice("problem", problem, PROBLEMS)
     if field is None:
         field = "two_phase" if problem == "darcy" else "lognormal"
-    _choice("field", field, FIELDS)
+    choice("field", field, FIELDS)
     if problem == "poisson" and field != "lognormal":
         raise ValueError(
             f"field={field!r} applies to darcy only: Poisson's kappa is always lognormal; "

@@ -13,11 +13,15 @@ ERROR_WORD = "error"  # columns whose title contains it share one symmetric colo
 
 
 def plot_field_rows(
-    rows: Sequence[Mapping[str, np.ndarray]], labels: Sequence[str], title: str | None = None
+    rows: Sequence[Mapping[str, np.ndarray]],
+    labels: Sequence[str],
+    title: str | None = None,
+    same_scale: str | None = None,
 ) -> Figure:
     """One row of maps per entry of `rows` ({column title: field (n, n), [iy, ix] with y up}),
     each row labelled by `labels[i]`. Error columns (title containing "error") share a
-    symmetric diverging colour range within their row; other maps use viridis."""
+    symmetric diverging colour range within their row; other maps use viridis, one range per
+    row for the columns whose title contains `same_scale` (e.g. a truth and predictions)."""
     if len(rows) != len(labels) or not rows:
         raise ValueError(
             f"need one label per row and at least one row: {len(rows)} rows, {len(labels)} labels"
@@ -30,12 +34,16 @@ def plot_field_rows(
         axes = subfigure.subplots(1, columns, squeeze=False)[0]
         errors = [np.abs(field).max() for name, field in row.items() if ERROR_WORD in name]
         limit = max(errors, default=0.0) or 1.0
+        shared = [f for name, f in row.items() if same_scale and same_scale in name]
         for ax, (name, field) in zip(axes, row.items(), strict=False):
-            style = (
-                {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
-                if ERROR_WORD in name
-                else {"cmap": "viridis"}
-            )
+            style = {"cmap": "viridis"}
+            if ERROR_WORD in name:
+                style = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+            elif same_scale and same_scale in name:
+                style |= {
+                    "vmin": min(f.min() for f in shared),
+                    "vmax": max(f.max() for f in shared),
+                }
             image = ax.imshow(field, origin="lower", extent=(0, 1, 0, 1), **style)
             subfigure.colorbar(image, ax=ax, shrink=0.8)
             ax.set_title(name, fontsize=9)
