@@ -75,7 +75,7 @@ def run(bench: Bench, doc: str, script: str) -> None:
     train_run = functools.partial(train_once, bench, data, args.device)
     if args.memory_run:  # a child process of memory_section: one epoch, then exit
         allocator._done.append(False)  # glibc's default malloc: RSS follows the live tensors
-        train_run(args.memory_run, checkpointed=args.checkpointed)
+        train_run(args.memory_run, checkpointed=args.checkpointed, memory=True)
         return
     if args.glibc_malloc:  # a child process of allocator_section: print one run's seconds
         allocator._done.append(False)  # as if malloc could not be tuned: glibc's defaults
@@ -140,12 +140,22 @@ def minibatches(config: TrainConfig, data, device: torch.device, count: int = 8)
 
 
 def train_once(
-    bench: Bench, data, device, levels: int, tau="cycle", epochs=1.0, checkpointed=False
+    bench: Bench,
+    data,
+    device,
+    levels: int,
+    tau="cycle",
+    epochs=1.0,
+    checkpointed=False,
+    memory=False,
 ):
     """A TrainResult of `epochs` fine-level epochs of work from the same initial model
-    (`checkpointed`: with per-block gradient checkpointing)."""
+    (`checkpointed`: with per-block gradient checkpointing; `memory`: evaluating in batches of
+    the training batch size, so that the peak memory is training's)."""
     config = MultilevelConfig(levels=levels, batches_per_phase=K, tau=tau)
     train_config = replace(bench.config(epochs, device), checkpoint_blocks=checkpointed)
+    if memory:
+        train_config = replace(train_config, eval_batch_size=train_config.batch_size)
     return train(bench.new_model(data), data, train_config, config)
 
 
@@ -342,8 +352,9 @@ def memory_section(
 ) -> tuple[dict, list]:
     """(c) Peak RSS of one-epoch runs with 1, 2 and 3 levels, and (`blocks`) with 1 and 2
     levels with per-block gradient checkpointing, each in a fresh `script` process with glibc's
-    default malloc: a heap that keeps freed memory (mlw_lib.allocator) peaks at its most
-    fragmented state, which hides what checkpointing frees."""
+    default malloc (a heap that keeps freed memory, mlw_lib.allocator, peaks at its most
+    fragmented state, which hides what checkpointing frees) and evaluating in training-sized
+    batches (so that the peak is training's, not a large evaluation batch's)."""
     argv = [*child_argv(script, args), "--memory-run"]
     runs = {f"{n} level{'s' * (n > 1)}": [str(n)] for n in (1, 2, 3)}
     if blocks:
