@@ -56,9 +56,9 @@ format: $(STAMP)
 
 # CI notebooks write their figures and MLflow runs under runs/ci/, never over figures/.
 # Two pytest processes side by side on the 2 cores, each with its own MLflow store: the tests
-# that drive whole CLI runs and kernels with the notebooks under nbval (mostly waiting on
+# that drive whole CLI runs, an MLflow server and kernels with the notebooks under nbval (mostly waiting on
 # subprocesses; one torch thread), and all other tests.
-PROCESS_TESTS := tests/test_executions.py
+PROCESS_TESTS := tests/test_executions.py tests/test_mlflow_ui.py
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 test: lint data
 	$(PY) -m mlw_lib prepare-ci
