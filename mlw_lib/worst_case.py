@@ -71,16 +71,22 @@ def claim_verdict(paired: pd.DataFrame, seeds_needed: int = SEEDS_NEEDED) -> pd.
     return table
 
 
-def claim_sentence(verdict: pd.DataFrame, seeds_needed: int = SEEDS_NEEDED) -> str:
+def claim_sentence(
+    verdict: pd.DataFrame,
+    seeds_needed: int = SEEDS_NEEDED,
+    linf_drop: float = LINF_DROP,
+    l2_tolerance: float = L2_TOLERANCE,
+) -> str:
     """One sentence per method, e.g. 'fas, 2 levels: L-inf 0.93x and mean relative L2 1.01x
-    of single-level (means over 5 seeds); the claim holds in 1 of 5 seeds -> not confirmed.'"""
+    of single-level (means over 5 seeds); the claim ... holds in 1 of 5 seeds -> not
+    confirmed.' (the thresholds as given to `paired_errors` and `claim_verdict`)."""
     lines = []
     for method, row in verdict.iterrows():
         word = "confirmed" if row["claim_holds"] else "not confirmed"
         lines.append(
             f"{method}: L-inf {row['linf_ratio']:.2f}x and mean relative L2 "
             f"{row['l2_ratio']:.2f}x of single-level (means over {row['seeds']} seeds); the "
-            f"claim (L-inf <= {1 - LINF_DROP:.2f}x, L2 <= {1 + L2_TOLERANCE:.2f}x) holds in "
+            f"claim (L-inf <= {1 - linf_drop:.2f}x, L2 <= {1 + l2_tolerance:.2f}x) holds in "
             f"{row['seeds_holding']} of {row['seeds']} seeds (needed: {seeds_needed}) -> {word}."
         )
     return "\n".join(lines)

@@ -275,5 +275,15 @@ def test_plot_field_rows_shares_one_symmetric_range_among_a_rows_errors() -> Non
     assert images[4].get_clim() == (-15.0, 15.0)
     assert images[0].get_cmap().name == "viridis" and images[1].get_cmap().name == "RdBu_r"
     plt.close(fig)
+    rows = [{"true": grid, "predicted": 2 * grid, "other": grid + 1}]
+    fig = plot_field_rows(rows, ["one"], same_scale="true")
+    assert [ax.images[0].get_clim() for ax in fig.axes if ax.images] == [
+        (0.0, 15.0),
+        (0.0, 30.0),
+        (1.0, 16.0),
+    ]
+    fig = plot_field_rows([{"true a": grid, "true b": 2 * grid}], ["one"], same_scale="true")
+    assert {ax.images[0].get_clim() for ax in fig.axes if ax.images} == {(0.0, 30.0)}
+    plt.close("all")
     with pytest.raises(ValueError, match="one label per row"):
-        plot_field_rows(rows, ["only one"])
+        plot_field_rows(rows * 2, ["only one"])

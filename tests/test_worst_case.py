@@ -31,6 +31,7 @@ def test_the_claim_holds_only_in_seeds_with_a_lower_worst_case_and_an_equal_aver
         claim_sentence(verdict)
     )
     assert claim_verdict(paired, seeds_needed=3).loc["ml", "claim_holds"]
+    assert "L-inf <= 0.90x, L2 <= 1.10x" in claim_sentence(verdict, 4, 0.1, 0.1)
 
 
 def test_pairing_needs_the_baseline(refusals):
