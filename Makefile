@@ -57,7 +57,8 @@ format: $(STAMP)
 # CI notebooks write their figures and MLflow runs under runs/ci/, never over figures/.
 # Two pytest processes side by side on the 2 cores, each with its own MLflow store: the tests
 # that drive whole CLI runs, an MLflow server and kernels with the notebooks under nbval (mostly waiting on
-# subprocesses; one torch thread), and all other tests.
+# subprocesses), and all other tests. One torch thread each: two OpenMP threads per process on
+# cores the other process also uses made small conv tests ~100x slower (spinning threads).
 PROCESS_TESTS := tests/test_executions.py tests/test_mlflow_ui.py
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 test: lint data
@@ -65,7 +66,7 @@ test: lint data
 	export TQDM_DISABLE=1 MLW_FIGURES_DIR=$(CURDIR)/runs/ci/figures; \
 	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 		$(PROCESS_TESTS) runs/ci $(NBVAL) > runs/ci/processes.log 2>&1 & processes=$$!; \
-	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow-unit $(PY) -m pytest -q -p no:cacheprovider tests \
+	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow-unit OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests --durations=12 \
 		$(addprefix --ignore=,$(PROCESS_TESTS)); unit=$$?; \
 	wait $$processes; processes=$$?; echo "--- $(PROCESS_TESTS) and the notebooks:"; \
 	cat runs/ci/processes.log; test $$unit -eq 0 && test $$processes -eq 0

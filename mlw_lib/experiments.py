@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import mlflow
@@ -140,6 +140,7 @@ def compare(
     checkpoint_dir: str | Path | None = None,
     budgets: Mapping[str, float] | None = None,
     parent_run_id: str | None = None,
+    train_settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Comparison:
     """Train every method for every seed; log each run as a nested MLflow run when a parent
     run is active. The model is built after `seed_everything(seed)`, so all methods of one
@@ -158,6 +159,9 @@ def compare(
     there resumes from it (a finished one trains nothing), so a killed comparison re-run with
     the same settings ends with the same metrics.
 
+    `train_settings` gives a method its own TrainConfig fields, e.g. {"coarse-to-fine":
+    {"depth_doublings": 2}} (checked, like every run's settings, before any training).
+
     `parent_run_id` logs the runs under that MLflow run instead of the active one (e.g. a
     notebook's run, from a torchrun job it launched). Each run logs its history as
     `history.csv`.
@@ -165,12 +169,21 @@ def compare(
     check_plan(train_config, methods, seeds)
     checkpoint_dir = checkpoint_dir or os.environ.get(CHECKPOINT_ENV) or None
     models, budgets = dict(models or {}), dict(budgets or {})
-    for what, given in (("models", models), ("budgets", budgets)):
+    settings = dict(train_settings or {})
+    for what, given in (("models", models), ("budgets", budgets), ("train_settings", settings)):
         unknown = sorted(set(given) - set(methods))
         if unknown:
             raise ValueError(f"{what} for unknown methods {unknown}; methods are {list(methods)}")
     for name, fraction in budgets.items():
         number(f"budget of {name!r}", fraction, 0, 1, open_low=True)
+    known = {f.name for f in fields(TrainConfig)} - {"seed"}
+    for name, values in settings.items():
+        if set(values) - known:
+            raise ValueError(
+                f"train_settings of {name!r}: {sorted(set(values) - known)} are not TrainConfig "
+                f"fields that a method may set; choose from {sorted(known)}"
+            )
+    configs = {name: replace(train_config, **settings.get(name, {})) for name in methods}
     batch, loss = train_config.batch_size, train_config.loss
     reference = minibatch_flops(make_model(), data, batch, loss) if models else 0.0
     flops = {name: minibatch_flops(build(), data, batch, loss) for name, build in models.items()}
@@ -179,7 +192,7 @@ def compare(
     tracked = parent_run_id is not None or mlflow.active_run() is not None
     run_ids = {}
     for name, seed in tqdm(runs, desc="runs", unit="run", **distributed.progress_options()):
-        config = replace(train_config, seed=seed)
+        config = replace(configs[name], seed=seed)
         config = replace(config, epochs=config.epochs * budgets.get(name, 1.0))
         if name in models:  # its own fine net: the same FLOPs as make_model()'s runs
             config = replace(config, epochs=config.epochs * reference / flops[name])

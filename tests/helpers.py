@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +36,22 @@ from mlw_lib.training import classification_loss
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = Path(os.environ.get("MLW_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def torchrun(nproc: int, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """`torchrun --nproc-per-node nproc` on a free local port, one torch thread per rank."""
+    command = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), *args]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def random_pairing(n_coarse: int, n_fine: int, generator: torch.Generator) -> torch.Tensor:
@@ -268,3 +287,10 @@ def tiny_transformer(**kw) -> TransformerClassifier:
     settings = dict(d_model=8, layers=2, heads=2, head_dim=3, ffn=5, max_len=12, dropout=0.0)
     settings |= dict(attention_dropout=0.0, probe=tokens(6, 12, 99))
     return TransformerClassifier(VOCAB, 3, **(settings | kw)).double()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]

@@ -5,7 +5,6 @@ launch and the same command resuming, and the launcher's bad inputs."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,31 +15,15 @@ import psutil
 import pytest
 import torch
 from distributed_worker import METHODS, train_all
-from helpers import REPO
+from helpers import REPO, free_port, torchrun
 
 from mlw_lib import distributed, tracking
 from mlw_lib.distributed.__main__ import main
 
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 TINY_RUN = [
     *("-p", "width", "32", "-p", "train_subset", "512", "-p", "test_subset", "256"),
     *("-p", "batch_size", "64", "-p", "lr", "0.05"),
 ]
-
-
-def torchrun(nproc: int, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    """`torchrun --nproc-per-node nproc` on a free local port, one torch thread per rank."""
-    command = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), *args]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
 
 
 def test_two_processes_train_as_one_process_with_the_global_batch(tmp_path: Path) -> None:
@@ -225,13 +208,6 @@ def test_every_launcher_parameter_reaches_the_run(
     )
     assert frontier.data.tags["mlflow.parentRunId"] == parent
     assert frontier.data.metrics["work_units"] == 4  # half of 1 epoch of 8 minibatches
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        return free.getsockname()[1]
 
 
 def test_notebook_06_with_nproc_trains_every_run_under_torchrun(root: Path, tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from mlw_lib.paths import figures_dir
 from mlw_lib.reproducibility import environment_info, seed_everything
 from mlw_lib.viz import (
     SINGLE_LEVEL_COLOR,
+    class_one_probability,
     method_palette,
+    plot_decision_boundaries,
     plot_field_rows,
     plot_hierarchy_widths,
     plot_metric,
@@ -287,3 +289,25 @@ def test_plot_field_rows_shares_one_symmetric_range_among_a_rows_errors() -> Non
     plt.close("all")
     with pytest.raises(ValueError, match="one label per row"):
         plot_field_rows(rows * 2, ["only one"])
+
+
+def test_decision_boundaries_show_each_nets_class_one_probability() -> None:
+    """A net that says class 1 right of x = 0: probability > 0.5 exactly there, one panel per
+    net and row, the points drawn."""
+    right = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        right.weight.copy_(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
+        right.bias.zero_()
+    xs, ys = np.linspace(-1, 1, 5), np.linspace(-2, 2, 3)
+    p = class_one_probability(right, xs, ys)
+    assert p.shape == (3, 5) and (p[:, xs > 0] > 0.5).all() and (p[:, xs < 0] < 0.5).all()
+    x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
+    fig = plot_decision_boundaries(
+        [("a", {"right": right, "again": right}, x, y), ("b", {"right": right}, x, y)],
+        resolution=20,
+    )
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 3 and all(len(ax.collections) >= 3 for ax in visible)
+    assert visible[0].get_title() == "a: right"
+    with pytest.raises(ValueError, match="at least one net"):
+        plot_decision_boundaries([("a", {}, x, y)])

@@ -1,6 +1,7 @@
 """Datasets as in-memory tensors, loaded from md5-verified files in the data root (copied from
 `$MLW_DATA_MIRROR` or downloaded): images through torchvision, IMDB reviews as token ids, and
-generated PDE regression data (Darcy, Poisson; cached with a sha256 manifest).
+generated PDE regression data (Darcy, Poisson; cached with a sha256 manifest), and the
+generated toy problems ellipses and swiss roll (in memory).
 `load_dataset(name, **kwargs)` dispatches by name; every dataset's `info.describe()` says
 which data were loaded."""
 
@@ -14,6 +15,7 @@ from mlw_lib.data.files import MIRROR_ENV, ChecksumError, DataUnavailableError, 
 from mlw_lib.data.imdb import load_imdb
 from mlw_lib.data.mnist import load_fashion_mnist, load_mnist
 from mlw_lib.data.pde import load_darcy, load_pde, load_poisson
+from mlw_lib.data.toy import load_ellipses, load_swiss_roll, load_toy
 
 IMAGES = ("mnist", "fashion_mnist", "cifar10")
 LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
@@ -23,6 +25,8 @@ LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
     "imdb": load_imdb,
     "darcy": load_darcy,
     "poisson": load_poisson,
+    "ellipses": load_ellipses,
+    "swiss_roll": load_swiss_roll,
 }
 
 
@@ -47,6 +51,7 @@ __all__ = [
     "InMemoryDataset",
     "load_cifar10",
     "load_darcy",
+    "load_ellipses",
     "load_dataset",
     "load_fashion_mnist",
     "imdb",
@@ -54,6 +59,8 @@ __all__ = [
     "load_mnist",
     "load_pde",
     "load_poisson",
+    "load_swiss_roll",
+    "load_toy",
     "mirror_dir",
     "random_crop_flip",
 ]

@@ -22,7 +22,7 @@ class DatasetInfo:
     "download" or "generated"); `origin`: where they first came from ("mirror:<path>",
     "download:<url>", "generated:<generator and seed>", or "local:<data root>" for files found
     there without a record); `files`: {path relative to the data root: its verified
-    `checksum` ("md5" or "sha256")}. `full_train`/`full_test`: sizes of the file set loaded (a
+    `checksum` ("md5" or "sha256")} (none for data generated in memory). `full_train`/`full_test`: sizes of the file set loaded (a
     subset is its first examples); `variant` names that file set when there are several, and
     `partial` marks one that holds only part of the official dataset. `settings`: how the
     files were turned into tensors where that is a choice (e.g. a tokenizer), {name: value}.
@@ -65,7 +65,8 @@ class DatasetInfo:
         where = f"cache (originally {where})" if self.source == "cache" else where
         label = f"{self.name} {self.variant}".strip()
         settings = "".join(f"; {name}: {value}" for name, value in self.settings.items())
-        return f"{label} ({size}) from {where}, {self.checksum}-verified{settings}"
+        verified = f", {self.checksum}-verified" if self.files else ""
+        return f"{label} ({size}) from {where}{verified}{settings}"
 
     def as_tags(self) -> dict[str, str]:
         """Flat string dict for MLflow tags (`data_variant` only when the dataset has one)."""

@@ -121,7 +121,7 @@ class FASCycle:
                 model,
                 make_optimizer(list(model.parameters()), lrs[0]),
                 lrs[0],
-                1.0,
+                work_of(model),  # 1 WU, unless the net is not the model of interest (depth)
                 runner=make_runner(model),
             )
         ]

@@ -26,6 +26,7 @@ from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forw
 from ..multilevel.cycle import NonFiniteLossError
 from .batches import BatchStream
 from .checkpoint import TrainingState, check_resumable, load_checkpoint, save_checkpoint
+from .depth import doublings_done, grow, shallow_start, switch_points
 from .evaluation import LOSSES, calibration_batches, restricted_models, test_metrics
 
 AUTOCASTS = ("none", "bf16")
@@ -59,6 +60,8 @@ class TrainConfig:
     checkpoint_blocks: bool = False  # recompute block activations in backward: less memory
     sync_batchnorm: bool = False  # torchrun on GPUs: BN batch statistics over all ranks
     loss: str = "cross_entropy"  # "cross_entropy" (integer labels) or "mse" (float targets)
+    depth_doublings: int = 0  # stable nets: start at depth N/2^d, double d times (see depth.py)
+    depth_switch: list[float] | None = None  # budget fractions of the doublings (default even)
 
     def __post_init__(self) -> None:
         number("epochs", self.epochs, 0.0, open_low=True)
@@ -79,6 +82,16 @@ class TrainConfig:
             flag(name, getattr(self, name))
         choice("autocast", self.autocast, AUTOCASTS)
         choice("loss", self.loss, tuple(LOSSES))
+        integer("depth_doublings", self.depth_doublings, 0)
+        if self.depth_switch is not None:
+            points = list(self.depth_switch)
+            inside = all(isinstance(p, int | float) and 0 < p < 1 for p in points)
+            if len(points) != self.depth_doublings or not inside or points != sorted(set(points)):
+                raise ValueError(
+                    f"depth_switch must be {self.depth_doublings} increasing fractions of the "
+                    f"budget in (0, 1), one per doubling (depth_doublings), or None; got "
+                    f"{self.depth_switch!r}"
+                )
         if self.compile != "none":
             from torch import _dynamo  # only when asked for: slow to import
 
@@ -121,6 +134,11 @@ class TrainConfig:
                 f"set channels_last=False for this model"
             )
         return x.contiguous(memory_format=torch.channels_last)
+
+    def place_model(self, model: WidthModel, device: torch.device) -> WidthModel:
+        """`model` on `device` in training mode, NHWC when `channels_last`."""
+        model = model.to(device).train()
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def level_lrs(self, levels: int) -> list[float]:
         """Per-level learning rates: a scalar (or 1-list) broadcasts; a longer list is cut to
@@ -247,11 +265,17 @@ def train(
     multilevel.check_takes_steps()
     keep_freed_memory()  # no page faults for each step's large tensors
     device = torch.device(config.device)
-    model = model.to(device).train()
+    model = config.place_model(model, device)
     if config.checkpoint_blocks:
         model.enable_checkpointing()
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    final = model  # the model of interest; with depth_doublings trained from a shallow start
+    if config.depth_doublings:
+        if multilevel.model_level:
+            raise ValueError(
+                "depth_doublings does not combine with model_level > 0 (a squeeze run): the "
+                "model of interest is the fine net; drop one of them"
+            )
+        model = config.place_model(shallow_start(final, config.depth_doublings), device)
     x_train, y_train = config.place(data.x_train, device), data.y_train.to(device)
     x_test, y_test = config.place(data.x_test, device), data.y_test.to(device)
     check_data(model, config.loss, (x_train, y_train), (x_test, y_test))
@@ -266,30 +290,48 @@ def train(
     flops_cache: dict[tuple, float] = {}
 
     def flops_of(m: WidthModel) -> float:
-        key = tuple(sorted(m.group_sizes().items()))
+        key = (repr(getattr(m, "config", None)), tuple(sorted(m.group_sizes().items())))
         if key not in flops_cache:
             flops_cache[key] = forward_backward_flops(m, example, LOSSES[config.loss])
         return flops_cache[key]
 
-    meter = WorkMeter(flops_of(model), device)
-    fas = FASCycle(
-        model,
-        multilevel,
-        config.optimizer_factory(),
-        config.level_lrs(multilevel.levels),
-        config.loss_function(),
-        lambda: distributed.shard(stream.next()),  # under torchrun: this rank's share
-        meter,
-        lambda m: flops_of(m) / meter.flops_per_wu,
-        config.runner_factory(),
-    )
-    fas.coarse_stage.budget = multilevel.coarse_first * config.epochs * stream.batches_per_epoch
-    if (
-        multilevel.monitor_corrections
-        or multilevel.correction_search
-        or multilevel.switch_threshold
-    ):
-        fas.monitor_batch = monitor_batch(data, config, device)
+    meter = WorkMeter(flops_of(final), device)  # 1 WU: a minibatch of the model of interest
+
+    def make_fas(net: WidthModel) -> FASCycle:
+        """The cycle over `net`'s width hierarchy (each level charged by its FLOPs)."""
+        built = FASCycle(
+            net,
+            multilevel,
+            config.optimizer_factory(),
+            config.level_lrs(multilevel.levels),
+            config.loss_function(),
+            lambda: distributed.shard(stream.next()),  # under torchrun: this rank's share
+            meter,
+            lambda m: flops_of(m) / meter.flops_per_wu,
+            config.runner_factory(),
+        )
+        built.coarse_stage.budget = (
+            multilevel.coarse_first * config.epochs * stream.batches_per_epoch
+        )
+        if (
+            multilevel.monitor_corrections
+            or multilevel.correction_search
+            or multilevel.switch_threshold
+        ):
+            built.monitor_batch = monitor_batch(data, config, device)
+        return built
+
+    fas = make_fas(model)
+
+    def double_depth_now() -> None:
+        """The leading net doubled in depth (h / 2), a new cycle over it; the optimizer state
+        restarts (the moments of the inserted layers would be guesses)."""
+        nonlocal fas
+        doublings.pop(0)
+        grown = config.place_model(grow(fas.levels[0].model, final), device)
+        old, fas = fas, make_fas(grown)
+        fas.cycles_done, fas.steps, state.fas = old.cycles_done, old.steps, fas
+
     calibration = calibration_batches(x_train, y_train, config.batch_size)
     y_scale = getattr(data, "y_scale", None)
 
@@ -307,6 +349,7 @@ def train(
         )[-1]
 
     budget = config.epochs * stream.batches_per_epoch
+    doublings = switch_points(config.depth_doublings, config.depth_switch, budget)
     eval_step = config.eval_every * stream.batches_per_epoch
     state = TrainingState(fas, stream, meter, next_eval=eval_step)
     run_config = {
@@ -323,6 +366,8 @@ def train(
             )
         saved = load_checkpoint(checkpoint_path)
         check_resumable(saved, run_config, checkpoint_path)
+        for _ in range(doublings_done(saved["model"], model)):  # the saved net's depth
+            double_depth_now()
         state.load_state_dict(saved)
         saved_at = meter.work_units
     product: WidthModel | None = None  # the model of interest at the last evaluation
@@ -339,6 +384,8 @@ def train(
     )
     with bar:
         while meter.work_units < budget - 1e-9:
+            if doublings and meter.work_units >= doublings[0] - 1e-9:
+                double_depth_now()
             done_before = meter.work_units
             try:
                 with meter.running():  # the wall-clock: everything but evaluation and saving
@@ -372,7 +419,7 @@ def train(
                 saved_at = meter.work_units
     if product is None:  # resumed from a finished run: no evaluation happened here
         product = model_of_interest()
-    return TrainResult(pd.DataFrame(state.rows), model, fas, meter, product)
+    return TrainResult(pd.DataFrame(state.rows), final, fas, meter, product)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from mlw_lib.viz.attention import (
     plot_similarity_with_pairs,
     plot_token_attention,
 )
+from mlw_lib.viz.boundaries import class_one_probability, plot_decision_boundaries
 from mlw_lib.viz.curves import (
     AXIS_LABELS,
     axis_label,
@@ -43,6 +44,8 @@ __all__ = [
     "AXIS_LABELS",
     "attention_entropy",
     "attention_received",
+    "class_one_probability",
+    "plot_decision_boundaries",
     "plot_head_entropy",
     "plot_merge_counts",
     "plot_merged_head_maps",
