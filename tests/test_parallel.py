@@ -212,14 +212,23 @@ def test_every_entry_point_parameter_reaches_the_run(root, tmp_path, monkeypatch
         mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="history.csv")
     )
     assert history["iteration"].tolist() == [0, 2, 3] and (history["threads"] == 2).all()
-    synthetic = dict(method="oracle", serial=False, dataset="mnist", train_subset=600)
+    synthetic = dict(method="synthetic", serial=True, dataset="mnist", train_subset=600)
     synthetic |= dict(validation=100, momentum=0.5, sg_lr=0.3, iterations=2, eval_every=1)
     synthetic |= dict(parent_run=run.info.run_id)
+    assert main([item for k, v in synthetic.items() for item in ("-p", k, str(v))]) == 0
+    assert seen["n_train"] == 500 and seen["model"]["inputs"] == 784 and not seen["oracle"]
+    assert (seen["config"].momentum, seen["config"].sg_lr) == (0.5, 0.3)
+    (child,) = mlflow.search_runs(
+        experiment_names=["my-parallel"],
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+        output_format="list",
+    )
+    assert child.data.tags["data_name"] == "MNIST" and child.data.params["method"] == "synthetic"
+    # method "oracle" asks for the true gradients, and those need two processes
     launcher = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
     for name, value in {**launcher, "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(name, value)
-    # one process: the launcher's environment is read, and the world size is refused
-    assert main([item for k, v in synthetic.items() for item in ("-p", k, str(v))]) == 2
+    oracle = {**synthetic, "method": "oracle", "serial": False}
+    assert main([item for k, v in oracle.items() for item in ("-p", k, str(v))]) == 2
     assert "run on 2 processes (one per half), this run has 1" in capsys.readouterr().err
-    assert seen["oracle"] and seen["n_train"] == 500 and seen["model"]["inputs"] == 784
-    assert (seen["config"].momentum, seen["config"].sg_lr) == (0.5, 0.3)
+    assert seen["oracle"]

@@ -13,7 +13,7 @@ transposed convolution with the same kernel; f(v) = act(v + b_j), or act(BN(v)) 
 Unit group: the stream width, "width" (every layer reads and writes the same stream, so one
 group spans the whole stack), present when an opening layer lifts the input to the stream.
 A fully connected net without `width` is square, Y_0 = x: it has no unit group and width
-multilevel does not apply to it. The conv form always opens with a 3x3-style conv.
+multilevel does not apply to it. The conv form always opens with a conv to `width` channels.
 """
 
 from __future__ import annotations
