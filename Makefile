@@ -59,7 +59,7 @@ format: $(STAMP)
 # that drive whole CLI runs, an MLflow server and kernels with the notebooks under nbval (mostly waiting on
 # subprocesses), and all other tests. One torch thread each: two OpenMP threads per process on
 # cores the other process also uses made small conv tests ~100x slower (spinning threads).
-PROCESS_TESTS := tests/test_executions.py
+PROCESS_TESTS := tests/test_executions.py tests/test_mlflow_ui.py
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 test: lint data
 	$(PY) -m mlw_lib prepare-ci
