@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -177,6 +178,22 @@ def gather(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def run_entry_point(job: Callable[[], None], program: str) -> int:
+    """Run `job()` (a torchrun entry point's work) and leave the process group: 0, or 2 after
+    a user error, printed as one line per rank to stderr (one write, so the ranks' lines do
+    not interleave), named by rank (or `program` outside a process group)."""
+    try:
+        job()
+    except (ValueError, OSError, LaunchError) as error:
+        where = f"rank {rank()}" if active() else program
+        sys.stderr.write(f"{where}: error: {' '.join(str(error).split())}\n")
+        sys.stderr.flush()
+        return 2
+    finally:
+        stop()
+    return 0
 
 
 def __getattr__(name: str) -> Any:

@@ -160,16 +160,7 @@ def train_one(params: dict[str, Any]) -> None:
 @record
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a user error prints one line per rank to stderr and returns 2."""
-    try:
-        train_one(parameters(argv))
-    except (ValueError, OSError, distributed.LaunchError) as error:
-        where = f"rank {distributed.rank()}" if distributed.active() else "mlw_lib.distributed"
-        sys.stderr.write(f"{where}: error: {' '.join(str(error).split())}\n")  # one write:
-        sys.stderr.flush()  # the ranks' lines do not interleave
-        return 2
-    finally:
-        distributed.stop()
-    return 0
+    return distributed.run_entry_point(lambda: train_one(parameters(argv)), "mlw_lib.distributed")
 
 
 if __name__ == "__main__":

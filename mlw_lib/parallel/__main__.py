@@ -12,7 +12,6 @@ history (`history.csv`: iteration, wall-clock, validation and test accuracy) and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from typing import Any
 
@@ -172,19 +171,9 @@ def run(params: dict[str, Any]) -> None:
 
 @record
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; a user error prints one line to stderr and returns 2."""
-    try:
-        run(parameters(argv))
-    except (ValueError, OSError, distributed.LaunchError) as error:
-        where = f"rank {distributed.rank()}" if distributed.active() else "mlw_lib.parallel"
-        sys.stderr.write(f"{where}: error: {' '.join(str(error).split())}\n")
-        sys.stderr.flush()
-        return 2
-    finally:
-        distributed.stop()
-    return 0
+    """Entry point; a user error prints one line per rank to stderr and returns 2."""
+    return distributed.run_entry_point(lambda: run(parameters(argv)), "mlw_lib.parallel")
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())
