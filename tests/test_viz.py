@@ -17,6 +17,7 @@ from mlw_lib.paths import figures_dir
 from mlw_lib.reproducibility import environment_info, seed_everything
 from mlw_lib.viz import (
     SINGLE_LEVEL_COLOR,
+    boundaries,
     class_one_probability,
     method_palette,
     plot_decision_boundaries,
@@ -291,7 +292,7 @@ def test_plot_field_rows_shares_one_symmetric_range_among_a_rows_errors() -> Non
         plot_field_rows(rows * 2, ["only one"])
 
 
-def test_decision_boundaries_show_each_nets_class_one_probability() -> None:
+def test_decision_boundaries_show_each_nets_class_one_probability(monkeypatch) -> None:
     """A net that says class 1 right of x = 0: probability > 0.5 exactly there, one panel per
     net and row, the points drawn."""
     right = torch.nn.Linear(2, 2)
@@ -302,12 +303,19 @@ def test_decision_boundaries_show_each_nets_class_one_probability() -> None:
     p = class_one_probability(right, xs, ys)
     assert p.shape == (3, 5) and (p[:, xs > 0] > 0.5).all() and (p[:, xs < 0] < 0.5).all()
     x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
+    grids = []
+
+    def spy(net, xs, ys):
+        grids.append((len(xs), len(ys)))
+        return class_one_probability(net, xs, ys)
+
+    monkeypatch.setattr(boundaries, "class_one_probability", spy)
     fig = plot_decision_boundaries(
         [("a", {"right": right, "again": right}, x, y), ("b", {"right": right}, x, y)],
         resolution=20,
     )
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 3 and all(len(ax.collections) >= 3 for ax in visible)
-    assert visible[0].get_title() == "a: right"
+    assert visible[0].get_title() == "a: right" and grids == [(20, 20)] * 3  # resolution
     with pytest.raises(ValueError, match="at least one net"):
         plot_decision_boundaries([("a", {}, x, y)])
