@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export MLW_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper what-pays regression bad-inputs mlflow-screenshot
+.PHONY: run test venv data lint format clean-runs mlflow-ui benchmark benchmark-cnn benchmark-transformer paper what-pays regression stable bad-inputs mlflow-screenshot
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ regression: $(STAMP)
 	for params in params/paper/07_regression_pde*.yaml; do \
 		MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run 07 -f $$params || exit 1; \
 	done
+
+# Stable nets, depth coarse-to-fine and layer-parallel training: notebook 08 at full size
+# (params/paper/08_stable_parallel.yaml), figures and results.md into figures/paper/08_stable_parallel/.
+stable: data
+	MLW_FIGURES_DIR=$(CURDIR)/figures/paper $(PY) -m mlw_lib run 08 -f params/paper/08_stable_parallel.yaml
 
 # The table of bad inputs and faults (results/bad_inputs.md), written by the tests that try them.
 bad-inputs: $(STAMP)

@@ -1,12 +1,12 @@
 """mlw: multilevel-in-width training (FAS over network width), Jupyter-first.
 
 `import mlw_lib as mlw` gives the subpackages: `mlw.data`, `mlw.models`, `mlw.multilevel`,
-`mlw.distributed` (torchrun),
+`mlw.distributed` (torchrun), `mlw.parallel` (layer-parallel training),
 `mlw.training`, `mlw.experiments`, `mlw.frontier`, `mlw.worst_case`, `mlw.tasks`,
 `mlw.variants`, `mlw.baselines`, `mlw.tracking`,
-`mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`. Each is
-imported on first access, so `import mlw_lib` and `python -m mlw_lib list` do not pay for
-torch, MLflow, papermill or seaborn.
+`mlw.mlflow_ui`, `mlw.viz`, `mlw.notebooks`, `mlw.reproducibility`, `mlw.paths`,
+`mlw.checks`. Each is imported on first access, so `import mlw_lib` and
+`python -m mlw_lib list` do not pay for torch, MLflow, papermill or seaborn.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 __all__ = [
     "baselines",
+    "checks",
     "data",
     "distributed",
     "experiments",
@@ -25,6 +26,7 @@ __all__ = [
     "models",
     "multilevel",
     "notebooks",
+    "parallel",
     "paths",
     "reproducibility",
     "tasks",

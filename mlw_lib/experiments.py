@@ -106,9 +106,11 @@ class Comparison:
         columns = ["wall_time", *(c for c in self.history.columns if c.startswith("time_"))]
         return self.final().groupby("method", sort=False)[columns].mean().round(2)
 
-    def report(self, metric: str = "test_accuracy") -> dict[str, object]:
-        """The comparison's results as titled sections (tables and the verdict), for
-        `viz.save_results`."""
+    def report(
+        self, metric: str = "test_accuracy", baseline: str = "single-level"
+    ) -> dict[str, object]:
+        """The comparison's results as titled sections (tables and the verdict against the
+        method `baseline`), for `viz.save_results`."""
         from .viz import results_table
 
         load = ["load_average", "other_cores"]
@@ -119,7 +121,7 @@ class Comparison:
             "At equal wall-clock (each run's curve read at the shortest run's final time)": (
                 results_table(self.at_equal_time(metric), metrics=(metric, "wall_time"))
             ),
-            "Verdict": verdict(self, metric),
+            "Verdict": verdict(self, metric, baseline),
             "Seconds per phase (mean over seeds)": self.phase_seconds(),
             "Machine load during the runs (mean over seeds; other_cores: CPU used by other "
             "processes, in cores)": self.final()

@@ -130,6 +130,8 @@ def test_report_is_written_as_a_markdown_results_file(tmp_path, monkeypatch):
     assert "At equal wall-clock" in text and "-> better." in text
     assert "| lr | 0.05 |" in text and "| time_other |" not in text.split("## Seconds")[0]
     assert comparison.phase_seconds().loc["single-level", "time_other"] == 0.5
+    renamed = Comparison(history.replace({"method": {"single-level": "from scratch"}}), {}, {})
+    assert "vs from scratch" in renamed.report(baseline="from scratch")["Verdict"]
 
 
 def test_load_trained_gives_back_the_net_and_matchings_a_comparison_logged(

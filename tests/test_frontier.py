@@ -116,6 +116,10 @@ def test_time_to_target_table_counts_the_seeds_and_averages_those_that_reached_i
     assert row["seeds_reaching_target"] == "2/3"
     assert row["wall_time mean"] == pytest.approx((15 + 25) / 2)  # halfway to 0.9 in each
     assert row["work_units mean"] == pytest.approx(200.0)
+    # another metric, on a history without work units (the parallel runs' timings)
+    timed = frame.drop(columns="work_units").rename(columns={"test_accuracy": "val_accuracy"})
+    row = time_to_target_table(timed, 0.55, "val_accuracy").loc["a"]
+    assert row["seeds_reaching_target"] == "3/3" and "work_units mean" not in row
 
 
 def test_diagnostics_give_step_shares_tau_share_and_the_mean_correction_gain():

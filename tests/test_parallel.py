@@ -13,7 +13,7 @@ from parallel_worker import net, run_all, small_data
 
 from mlw_lib import tracking
 from mlw_lib.models.stable import StableNet
-from mlw_lib.parallel import PVD, PVDConfig, SyntheticConfig, SyntheticGradients
+from mlw_lib.parallel import PVD, Backprop, PVDConfig, SyntheticConfig, SyntheticGradients
 from mlw_lib.parallel import __main__ as entry
 from mlw_lib.parallel.__main__ import main
 from mlw_lib.training.batches import BatchStream
@@ -55,8 +55,13 @@ def test_synthetic_gradients_with_the_true_gradient_are_backpropagation(two_rank
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-    for name, p in model.named_parameters():
+    plain = net()  # the baseline trainer of the timings: the same arithmetic
+    trainer = Backprop(plain, data, SyntheticConfig(batch_size=8, lr=0.1))
+    for _ in range(6):
+        trainer.step()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(two_ranks[0]["oracle"]["params"][name], p, rtol=0, atol=1e-12)
+        assert torch.equal(q, p), name
 
 
 def test_the_synthetic_gradient_module_learns_the_true_gradient():
@@ -232,3 +237,37 @@ def test_every_entry_point_parameter_reaches_the_run(root, tmp_path, monkeypatch
     assert main([item for k, v in oracle.items() for item in ("-p", k, str(v))]) == 2
     assert "run on 2 processes (one per half), this run has 1" in capsys.readouterr().err
     assert seen["oracle"]
+
+
+def test_the_backprop_baseline_trains_in_one_process_with_its_threads(
+    root, tmp_path, monkeypatch, capsys, refusals
+):
+    monkeypatch.setenv("MLW_RUNS_DIR", str(tmp_path))
+    monkeypatch.delenv("MLW_MLFLOW_DIR", raising=False)
+    seen = {}
+
+    def spy(model, data, config):
+        seen.update(config=config, threads=torch.get_num_threads())
+        return Backprop(model, data, config)
+
+    monkeypatch.setattr(entry, "Backprop", spy)
+    threads = torch.get_num_threads()
+    job = dict(method="backprop", lr=0.2, momentum=0.5, batch_size=20, seed=3, threads=2)
+    job |= dict(iterations=200, eval_every=100, experiment="baseline", width=8)
+    try:
+        assert main([item for k, v in job.items() for item in ("-p", k, str(v))]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"config": SyntheticConfig(0.2, 0.5, batch_size=20, seed=3), "threads": 2}
+    tracking.use_store()
+    (run,) = mlflow.search_runs(experiment_names=["baseline"], output_format="list")
+    history = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="history.csv")
+    )
+    assert history["val_accuracy"].iloc[-1] > history["val_accuracy"].iloc[0] + 0.2  # it learns
+    assert (history["processes"] == 1).all() and (history["threads"] == 2).all()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun --nproc-per-node 2
+    assert main(["-p", "method", "backprop"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "backprop trains in one process" in line
+    refusals.seen("`-m mlw_lib.parallel -p method backprop` on 2 processes", line)

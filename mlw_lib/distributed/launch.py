@@ -1,6 +1,7 @@
 """Launching torchrun jobs from a notebook: each (method, seed) of a comparison trains under
-`torchrun --standalone --nproc-per-node N -m mlw_lib.distributed` and is read back from the
-MLflow run it logged (its `history.csv`), nested under the notebook's run."""
+`torchrun --standalone --nproc-per-node N -m mlw_lib.distributed` (or another entry point,
+e.g. `mlw_lib.parallel`) and is read back from the MLflow run it logged (its `history.csv`),
+nested under the notebook's run."""
 
 from __future__ import annotations
 
@@ -30,13 +31,12 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 NOT_JOB_PARAMETERS = ("variants", "frontier", "seeds", "nproc")  # what to run, not how
 
 
-def launch(params: Mapping[str, Any], nproc: int) -> str:
-    """Train one (method, seed) with `params` (those of `python -m mlw_lib.distributed`) over
-    `nproc` local processes; the id of the MLflow run it logged. Raises RuntimeError with the
-    job's last error lines if it fails."""
+def launch(params: Mapping[str, Any], nproc: int, module: str = "mlw_lib.distributed") -> str:
+    """Train one (method, seed) with `params` (those of `python -m module`) over `nproc` local
+    processes; the id of the MLflow run it logged. Raises RuntimeError with the job's last
+    error lines if it fails."""
     integer("nproc", nproc, 1)
-    command = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}"]
-    command += ["-m", "mlw_lib.distributed"]
+    command = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", "-m", module]
     for name, value in params.items():
         command += ["-p", name, json.dumps(value)]  # JSON is YAML: read back exactly
     done = subprocess.run(command, capture_output=True, text=True, cwd=repo_root())
@@ -49,6 +49,12 @@ def launch(params: Mapping[str, Any], nproc: int) -> str:
             + (" | ".join(errors[-3:]) or done.stderr[-2000:])
         )
     return found.group(1)
+
+
+def logged_history(run_id: str) -> pd.DataFrame:
+    """The `history.csv` a launched job logged to its MLflow run `run_id`."""
+    tracking.use_store()
+    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/history.csv")))
 
 
 def compare_launched(
@@ -77,7 +83,6 @@ def compare_launched(
             job = {**params, "method": method, "budget": budget, "seed": seed}
             job |= {"parent_run": parent_run_id, "checkpoint_dir": folder}
             run_id = launch(job, nproc)
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/history.csv")
-            frames.append(pd.read_csv(io.StringIO(text)).assign(method=name, seed=seed))
+            frames.append(logged_history(run_id).assign(method=name, seed=seed))
             run_ids[(name, seed)] = run_id
     return Comparison(pd.concat(frames, ignore_index=True), {}, {}, run_ids)

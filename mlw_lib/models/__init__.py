@@ -5,6 +5,7 @@ from .mgnet import MgNet
 from .mlp import MLP
 from .registry import CNN_MODELS, PDE_NETS, build_cnn, build_pde_net, parameter_count
 from .resnet import ResNet
+from .stable import StableNet, double_depth
 from .strided import StridedConvNet
 from .transformer import TransformerClassifier
 
@@ -15,9 +16,11 @@ __all__ = [
     "ConvNet",
     "MgNet",
     "ResNet",
+    "StableNet",
     "StridedConvNet",
     "TransformerClassifier",
     "build_cnn",
     "build_pde_net",
+    "double_depth",
     "parameter_count",
 ]

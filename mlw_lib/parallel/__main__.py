@@ -2,6 +2,7 @@
 
     torchrun --standalone --nproc-per-node 2 -m mlw_lib.parallel -p method pvd
     python -m mlw_lib.parallel -p method synthetic -p serial true
+    python -m mlw_lib.parallel -p method backprop -p threads 2
 
 Parameters (`-p NAME VALUE`, values read as YAML) are those of `PARAMETERS` below. Rank 0
 alone prints, logs the run to MLflow (experiment `experiment`, or under `parent_run`) with its
@@ -12,6 +13,7 @@ history (`history.csv`: iteration, wall-clock, validation and test accuracy) and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -25,14 +27,19 @@ from ..data import load_dataset
 from ..models.stable import StableNet
 from ..modes import in_mode
 from ..reproducibility import seed_everything
+from .backprop import Backprop
 from .pvd import PVD, PVDConfig
 from .synthetic import SyntheticConfig, SyntheticGradients
 from .timing import timed_run
 
-METHODS = ("pvd", "synthetic", "oracle")
+METHODS = ("pvd", "synthetic", "oracle", "backprop")
 PARAMETERS: dict[str, tuple[Any, str]] = {  # name: (default, what it sets)
-    "method": ("pvd", "pvd, synthetic, or oracle (synthetic with the true gradient: backprop)"),
-    "serial": (False, "true: every block (half) in this one process"),
+    "method": (
+        "pvd",
+        "pvd, synthetic, oracle (synthetic with the true gradient) or backprop (plain "
+        "training in one process, the baseline)",
+    ),
+    "serial": (False, "true: every block (half) in this one process (backprop: always)"),
     "dataset": ("ellipses", "ellipses, swiss_roll or mnist"),
     "form": ("hamiltonian", "resnet, antisymmetric, hamiltonian or leapfrog"),
     "depth": (4, "layers"),
@@ -43,7 +50,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {  # name: (default, what it sets)
     "blocks": (2, "PVD: blocks of layers (= processes)"),
     "local_steps": (10, "PVD: SGD steps per subproblem and iteration"),
     "lr": (0.05, "SGD step"),
-    "momentum": (0.9, "synthetic: SGD momentum of both halves"),
+    "momentum": (0.9, "synthetic, backprop: SGD momentum"),
     "sg_lr": (0.01, "synthetic: step of the synthetic-gradient module"),
     "batch_size": (50, "minibatch size"),
     "holdout": (200, "PVD: validation examples the candidates are compared on"),
@@ -101,7 +108,12 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def run(params: dict[str, Any]) -> None:
     """Train as `params` say; rank 0 logs and prints."""
     torch.set_num_threads(params["threads"])
-    serial = params["serial"]
+    serial = params["serial"] or params["method"] == "backprop"
+    if params["method"] == "backprop" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "backprop trains in one process; launch it with plain python (or torchrun "
+            "--nproc-per-node 1) and set its torch threads with -p threads N"
+        )
     if not serial:
         distributed.start("gloo", "cpu")
     data = load(params)
@@ -118,6 +130,10 @@ def run(params: dict[str, Any]) -> None:
         keys = ("blocks", "local_steps", "lr", "batch_size", "holdout", "seed")
         trainer = PVD(model, data, PVDConfig(**{k: params[k] for k in keys}), serial=serial)
         step, settle = trainer.iterate, lambda: None
+    elif params["method"] == "backprop":
+        config = SyntheticConfig(**{k: params[k] for k in ("lr", "momentum", "batch_size", "seed")})
+        trainer = Backprop(model, data, config)
+        step, settle = trainer.step, lambda: None
     else:
         keys = ("lr", "momentum", "sg_lr", "batch_size", "seed")
         config = SyntheticConfig(**{k: params[k] for k in keys})
@@ -132,7 +148,7 @@ def run(params: dict[str, Any]) -> None:
         """Validation and test accuracy (rank 0); for synthetic gradients also M's mean
         relative error against the true gradients since the last evaluation."""
         row = {}
-        if params["method"] != "pvd":
+        if params["method"] in ("synthetic", "oracle"):
             trainer.gather_model()
             new, fitted[0] = trainer.errors[fitted[0] :], len(trainer.errors)
             row["sg_error"] = sum(new) / len(new) if new else float("nan")

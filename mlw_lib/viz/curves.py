@@ -23,6 +23,7 @@ AXIS_LABELS = {
     "work_units": "work units (fine fwd+bwd minibatches)",
     "wall_time": "wall-clock (s)",
     "test_accuracy": "test accuracy",
+    "val_accuracy": "validation accuracy",
     "train_accuracy": "train accuracy",
     "test_loss": "test loss",
     "test_mse": "test mean squared error",
