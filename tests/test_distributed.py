@@ -18,6 +18,7 @@ from distributed_worker import METHODS, train_all
 from helpers import REPO, free_port, torchrun
 
 from mlw_lib import distributed, tracking
+from mlw_lib.distributed import launch as launcher
 from mlw_lib.distributed.__main__ import main
 
 TINY_RUN = [
@@ -237,3 +238,22 @@ def test_notebook_06_with_nproc_trains_every_run_under_torchrun(root: Path, tmp_
     assert all(r.data.tags["world_size"] == "2" for r in children)  # trained under torchrun
     assert all(r.info.status == "FINISHED" for r in (parent, *children))
     assert (tmp_path / "figures" / "06_what_pays" / "mlp_mnist" / "results.md").is_file()
+
+
+def test_launch_runs_the_entry_point_under_torchrun_or_as_one_plain_process(monkeypatch):
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="mlflow run abc123\n", stderr="")
+
+    monkeypatch.setattr(launcher.subprocess, "run", fake_run)
+    job = {"method": "backprop", "threads": 2}
+    assert launcher.launch(job, 2, "mlw_lib.parallel") == "abc123"
+    assert launcher.launch(job, 1, "mlw_lib.parallel", torchrun=False) == "abc123"
+    under_torchrun, plain = commands
+    assert under_torchrun[0].endswith("torchrun") and "--nproc-per-node=2" in under_torchrun
+    assert plain[:3] == [sys.executable, "-m", "mlw_lib.parallel"]
+    assert plain[3:] == ["-p", "method", '"backprop"', "-p", "threads", "2"]
+    with pytest.raises(ValueError, match="2 processes need torchrun"):
+        launcher.launch(job, 2, "mlw_lib.parallel", torchrun=False)

@@ -31,12 +31,22 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 NOT_JOB_PARAMETERS = ("variants", "frontier", "seeds", "nproc")  # what to run, not how
 
 
-def launch(params: Mapping[str, Any], nproc: int, module: str = "mlw_lib.distributed") -> str:
+def launch(
+    params: Mapping[str, Any],
+    nproc: int,
+    module: str = "mlw_lib.distributed",
+    torchrun: bool = True,
+) -> str:
     """Train one (method, seed) with `params` (those of `python -m module`) over `nproc` local
-    processes; the id of the MLflow run it logged. Raises RuntimeError with the job's last
-    error lines if it fails."""
+    processes under torchrun (`torchrun=False`: one plain `python -m module`, for an entry
+    point that runs without torchrun's environment); the id of the MLflow run it logged.
+    Raises RuntimeError with the job's last error lines if it fails."""
     integer("nproc", nproc, 1)
-    command = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", "-m", module]
+    if not torchrun and nproc != 1:
+        raise ValueError(f"{nproc} processes need torchrun; set torchrun=True")
+    command = [sys.executable, "-m", module]
+    if torchrun:
+        command = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", "-m", module]
     for name, value in params.items():
         command += ["-p", name, json.dumps(value)]  # JSON is YAML: read back exactly
     done = subprocess.run(command, capture_output=True, text=True, cwd=repo_root())
