@@ -3,25 +3,51 @@
 generated PDE regression data (Darcy, Poisson; cached with a sha256 manifest), and the
 generated toy problems ellipses and swiss roll (in memory).
 `load_dataset(name, **kwargs)` dispatches by name; every dataset's `info.describe()` says
-which data were loaded."""
+which data were loaded. The image modules (`mnist`, `cifar10`) import torchvision, which takes
+a second or more: they are imported on first use, so toy, PDE and text data do without."""
 
+import importlib
 from collections.abc import Callable
 
 from mlw_lib.data import imdb
 from mlw_lib.data.augment import Augment, random_crop_flip
-from mlw_lib.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from mlw_lib.data.dataset import DatasetInfo, InMemoryDataset
 from mlw_lib.data.files import MIRROR_ENV, ChecksumError, DataUnavailableError, mirror_dir
 from mlw_lib.data.imdb import load_imdb
-from mlw_lib.data.mnist import load_fashion_mnist, load_mnist
 from mlw_lib.data.pde import load_darcy, load_pde, load_poisson
 from mlw_lib.data.toy import load_ellipses, load_swiss_roll, load_toy
 
+IMAGE_NAMES = {  # name here: its module, imported on first access
+    "load_mnist": "mnist",
+    "load_fashion_mnist": "mnist",
+    "load_cifar10": "cifar10",
+    "CIFAR10_MEAN": "cifar10",
+    "CIFAR10_STD": "cifar10",
+}
+
+
+def __getattr__(name: str) -> object:
+    """`load_mnist`, `load_cifar10`, ...: from their module, imported now (PEP 562)."""
+    if name not in IMAGE_NAMES:
+        raise AttributeError(f"module 'mlw_lib.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mlw_lib.data.{IMAGE_NAMES[name]}"), name)
+
+
+def _image_loader(name: str) -> Callable[..., InMemoryDataset]:
+    """A loader that imports its image module when called."""
+
+    def load(**kwargs: object) -> InMemoryDataset:
+        return __getattr__(name)(**kwargs)
+
+    load.__name__ = load.__qualname__ = name
+    return load
+
+
 IMAGES = ("mnist", "fashion_mnist", "cifar10")
 LOADERS: dict[str, Callable[..., InMemoryDataset]] = {
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
+    "mnist": _image_loader("load_mnist"),
+    "fashion_mnist": _image_loader("load_fashion_mnist"),
+    "cifar10": _image_loader("load_cifar10"),
     "imdb": load_imdb,
     "darcy": load_darcy,
     "poisson": load_poisson,

@@ -20,12 +20,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from torchvision.datasets.utils import calculate_md5, check_integrity
-
 from mlw_lib.data.dataset import SOURCES, DatasetInfo
 from mlw_lib.paths import data_root, repo_root
 
 MIRROR_ENV = "MLW_DATA_MIRROR"
+
+
+def check_integrity(path: Path, md5: str) -> bool:
+    """torchvision's check: `path` exists and has this md5 (torchvision imported on first use:
+    it takes a second, and toy or PDE data never need it)."""
+    from torchvision.datasets.utils import check_integrity as check
+
+    return check(str(path), md5)
+
+
+def calculate_md5(path: Path) -> str:
+    """The md5 of the file `path` (torchvision's)."""
+    from torchvision.datasets.utils import calculate_md5 as md5
+
+    return md5(str(path))
 Found = tuple[str, str]  # (source, origin) of one verified file
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
-from torchvision.datasets.utils import download_url
 
 from mlw_lib import checks
 from mlw_lib.data.dataset import InMemoryDataset, subset_sizes
@@ -60,6 +59,8 @@ def _fetch(files: Files) -> tuple[str, str]:
         f"\n    {r}  {m}" for r, m in (OFFICIAL, REPACK)
     )
     folder = files.root / Path(rel).parent
+    from torchvision.datasets.utils import download_url  # slow to import: only when needed
+
     fetch = lambda: download_url(URL, str(folder), Path(rel).name, md5)  # noqa: E731
     files.download(fetch, {rel: md5}, what, f"download:{URL}")
     if not (files.root / rel).is_file():

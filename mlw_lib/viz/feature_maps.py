@@ -7,7 +7,6 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from torchvision.utils import make_grid
 
 from mlw_lib.modes import in_mode
 from mlw_lib.multilevel import GroupTransfer, WidthModel
@@ -85,6 +84,8 @@ def plot_merged_channels(
     low = stack.amin(dim=(2, 3), keepdim=True)
     high = stack.amax(dim=(2, 3), keepdim=True)
     stack = (stack - low) / (high - low).clamp_min(1e-8)
+    from torchvision.utils import make_grid  # slow to import: only when drawn
+
     grid = make_grid(stack, nrow=width, padding=2, pad_value=float("nan"))[0].cpu().numpy()
 
     fig, (ax_image, ax_grid) = plt.subplots(
