@@ -45,10 +45,28 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    set_deterministic(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         torch.backends.cudnn.benchmark = False
+
+
+def set_deterministic(mode: bool) -> None:
+    """`torch.use_deterministic_algorithms(mode, warn_only=True)`, which also sets TorchInductor's
+    flag and so imports it (about 2 s per process). Until a process imports TorchInductor, only
+    torch's own flag is set; `torch_compile_deterministic` sets Inductor's before compiling."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
+
+
+def torch_compile_deterministic() -> None:
+    """Give TorchInductor (imported now) torch's deterministic setting, before torch.compile."""
+    if torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(
+            True, warn_only=torch.is_deterministic_algorithms_warn_only_enabled()
+        )
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

@@ -3,6 +3,9 @@ ignored): bf16 autocast, torch.compile, per-block gradient checkpointing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -150,3 +153,23 @@ def test_sync_batchnorm_on_cpu_processes_is_refused(monkeypatch: pytest.MonkeyPa
     model = ResNet([6, 8], [1, 1], in_channels=1, num_classes=4)
     with refusals.error("sync_batchnorm=True on CPU processes", ValueError, "needs GPUs"):
         train(model, images(), config)
+
+
+def test_seeding_leaves_inductor_unimported_and_compiling_gives_it_the_deterministic_flag():
+    code = """
+import sys, torch
+from mlw_lib.reproducibility import seed_everything
+from mlw_lib.training import TrainConfig
+seed_everything(0)
+assert torch.are_deterministic_algorithms_enabled()
+assert torch.is_deterministic_algorithms_warn_only_enabled()
+assert "torch._inductor.config" not in sys.modules, "seeding imported TorchInductor"
+TrainConfig(compile="eager").runner_factory()(torch.nn.Linear(2, 2))
+import torch._inductor.config as inductor
+assert inductor.deterministic, "compiling did not pass the flag on"
+"""
+    environment = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_DETERMINISTIC"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

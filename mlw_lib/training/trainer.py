@@ -24,6 +24,7 @@ from ..data.augment import Augment
 from ..modes import in_mode
 from ..multilevel import FASCycle, MultilevelConfig, WidthModel, WorkMeter, forward_backward_flops
 from ..multilevel.cycle import NonFiniteLossError
+from ..reproducibility import torch_compile_deterministic
 from .batches import BatchStream
 from .checkpoint import TrainingState, check_resumable, load_checkpoint, save_checkpoint
 from .depth import doublings_done, grow, shallow_start, switch_points
@@ -178,7 +179,10 @@ class TrainConfig:
             if self.sync_batchnorm:
                 nn.SyncBatchNorm.convert_sync_batchnorm(model)
             runner = distributed.replicate(model)
-            return runner if self.compile == "none" else torch.compile(runner, backend=self.compile)
+            if self.compile == "none":
+                return runner
+            torch_compile_deterministic()
+            return torch.compile(runner, backend=self.compile)
 
         return make
 
