@@ -62,17 +62,19 @@ format: $(STAMP)
 # CI notebooks write their figures and MLflow runs under runs/ci/, never over figures/.
 # Two pytest processes side by side on the 2 cores, each with its own MLflow store: the tests
 # that drive whole CLI runs and kernels with the notebooks under nbval, and all other tests
-# (the longer of the two sets the time: move tests between them to balance). One torch thread each: two OpenMP threads per process on
+# with notebook 08 (the longer of the two sets the time: move tests between them to balance). One torch thread each: two OpenMP threads per process on
 # cores the other process also uses made small conv tests ~100x slower (spinning threads).
 PROCESS_TESTS := tests/test_executions.py
+UNIT_NOTEBOOKS := runs/ci/08_stable_parallel.ipynb
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600
 test: lint data
 	$(PY) -m mlw_lib prepare-ci
 	export TQDM_DISABLE=1 MLW_FIGURES_DIR=$(CURDIR)/runs/ci/figures; \
 	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
-		$(PROCESS_TESTS) runs/ci $(NBVAL) --durations=15 > runs/ci/processes.log 2>&1 & processes=$$!; \
+		$(PROCESS_TESTS) runs/ci $(addprefix --ignore=,$(UNIT_NOTEBOOKS)) $(NBVAL) --durations=15 \
+		> runs/ci/processes.log 2>&1 & processes=$$!; \
 	MLW_MLFLOW_DIR=$(CURDIR)/runs/ci/mlflow-unit OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests --durations=12 \
-		$(addprefix --ignore=,$(PROCESS_TESTS)); unit=$$?; \
+		$(addprefix --ignore=,$(PROCESS_TESTS)) $(UNIT_NOTEBOOKS) $(NBVAL); unit=$$?; \
 	wait $$processes; processes=$$?; echo "--- $(PROCESS_TESTS) and the notebooks:"; \
 	cat runs/ci/processes.log; test $$unit -eq 0 && test $$processes -eq 0
 
